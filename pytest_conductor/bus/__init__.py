@@ -1,0 +1,32 @@
+"""The message bus: how the controller, the workers and their agents talk.
+
+``from pytest_conductor.bus import MessageBus`` is the whole entry point; see
+``docs/bus.md`` for the files, the message types and the agent-side protocol.
+"""
+
+from __future__ import annotations
+
+from pytest_conductor.bus._files import BusLockTimeout
+from pytest_conductor.bus._model import (
+    MESSAGE_TYPES,
+    WORKER_STATES,
+    BusError,
+    BusWarning,
+    LockInfo,
+    LockResult,
+    normalize_lock_path,
+)
+from pytest_conductor.bus.core import ROTATED_NAMES, MessageBus
+
+__all__ = [
+    "MESSAGE_TYPES",
+    "ROTATED_NAMES",
+    "WORKER_STATES",
+    "BusError",
+    "BusLockTimeout",
+    "BusWarning",
+    "LockInfo",
+    "LockResult",
+    "MessageBus",
+    "normalize_lock_path",
+]

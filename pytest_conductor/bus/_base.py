@@ -1,0 +1,237 @@
+"""Shared state of :class:`MessageBus`: paths, locking, the queue, JSON file repair.
+
+The bus class is put together from this base and two parts (``workers``, ``locks``)
+only to keep each file readable in one sitting; nobody uses the parts on their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pytest_conductor.bus._files import BusLock, append_line, atomic_write, copy_aside
+from pytest_conductor.bus._model import (
+    BusError,
+    BusWarning,
+    JSONDict,
+    check_type,
+    payload_problems,
+)
+from pytest_conductor.timestamps import format_iso, utc_now
+
+__all__ = ["EVENTS", "LOCKS", "LOGS", "QUEUE", "RUNS", "VERDICT", "WORKER_STATUS", "BusBase"]
+
+QUEUE = "queue.jsonl"
+EVENTS = "events"
+WORKER_STATUS = "worker-status.json"
+LOCKS = "locks.json"
+VERDICT = "verdict.json"
+LOGS = "logs"
+RUNS = "runs"
+
+_EMPTY_JSON = b"{}\n"
+
+
+class BusBase:
+    """Paths, locks, posting and reading of one bus folder (see :class:`MessageBus`)."""
+
+    def __init__(
+        self,
+        bus_dir: Path | str,
+        *,
+        source: str = "controller",
+        clock: Callable[[], datetime] | None = None,
+        lock_timeout: float = 60.0,
+    ) -> None:
+        self.path = Path(bus_dir)
+        self.source = source
+        self.lock_timeout = lock_timeout
+        #: Every damage report seen by this object, oldest first.
+        self.warnings: list[str] = []
+        self._clock = clock or utc_now
+        self._pending: list[str] = []
+        self._reported_lines: set[tuple[int, bytes]] = set()
+
+    def __repr__(self) -> str:
+        return f"MessageBus({str(self.path)!r}, source={self.source!r})"
+
+    # -- paths ---------------------------------------------------------------------
+
+    @property
+    def queue_path(self) -> Path:
+        return self.path / QUEUE
+
+    @property
+    def events_dir(self) -> Path:
+        return self.path / EVENTS
+
+    @property
+    def worker_status_path(self) -> Path:
+        return self.path / WORKER_STATUS
+
+    @property
+    def locks_path(self) -> Path:
+        return self.path / LOCKS
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.path / RUNS
+
+    # -- queue ---------------------------------------------------------------------
+
+    def post(
+        self, type: str, payload: Mapping[str, Any] | None = None, *, source: str | None = None
+    ) -> JSONDict:
+        """Append one message to ``queue.jsonl`` and return its envelope.
+
+        Known types (DESIGN section 6) have their payload checked; a missing or mistyped
+        field is posted anyway but reported as a :class:`BusWarning`.
+        """
+        check_type(type)
+        if payload is None:
+            payload = {}
+        if not isinstance(payload, Mapping):
+            raise BusError(f"payload of {type} must be a JSON object, got {payload!r}")
+        envelope: JSONDict = {
+            "id": f"msg-{uuid.uuid4()}",
+            "type": type,
+            "source": self.source if source is None else source,
+            "timestamp": self._now_iso(),
+            "payload": dict(payload),
+        }
+        try:
+            text = json.dumps(envelope, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise BusError(f"payload of {type} is not JSON: {error}") from None
+        line = (text + "\n").encode("utf-8")
+        # The locked section is one open/write/close: nothing is read or parsed.
+        with self._locked(QUEUE):
+            append_line(self.queue_path, line)
+        problems = payload_problems(type, envelope["payload"])
+        if problems:
+            self._defer(f"{type} message {envelope['id']}: {'; '.join(problems)}")
+        self._emit()
+        return envelope
+
+    def messages(self) -> list[JSONDict]:
+        """Every message in the queue, oldest first; damaged lines are skipped and reported."""
+        try:
+            data = self.queue_path.read_bytes()
+        except FileNotFoundError:
+            return []
+        if data and not data.endswith(b"\n"):
+            # Most likely a post in flight (reads take no lock): read again once writers
+            # are done. A last line still unfinished then was cut short for good.
+            with self._locked(QUEUE):
+                data = self.queue_path.read_bytes()
+        result = []
+        for number, raw in enumerate(data.split(b"\n"), start=1):
+            if raw.strip():
+                message = self._parse_line(number, raw)
+                if message is not None:
+                    result.append(message)
+        self._emit()
+        return result
+
+    def _parse_line(self, number: int, raw: bytes) -> JSONDict | None:
+        message = _loads_message(raw)
+        if message is not None:
+            return message
+        # A writer that died mid-line leaves a fragment that the next post is appended
+        # to; the message behind the fragment is whole and worth saving.
+        start = raw.find(b'{"id": ', 1)
+        salvaged = _loads_message(raw[start:]) if start > 0 else None
+        key = (number, raw)
+        if key not in self._reported_lines:
+            self._reported_lines.add(key)
+            shown = raw[:80].decode("utf-8", "replace")
+            kept = ", message after it kept" if salvaged is not None else ""
+            self._defer(f"{QUEUE} line {number} is not a whole message{kept}: {shown!r}")
+        return salvaged
+
+    # -- internals -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self, name: str) -> Iterator[None]:
+        """Hold the inter-process lock of bus file ``name`` (lock file ``.<name>.lock``)."""
+        lock = BusLock(self.path / f".{name}.lock", self.lock_timeout)
+        try:
+            lock.acquire()
+        except FileNotFoundError:
+            self._require_folder()
+            raise
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _require_folder(self) -> None:
+        if not self.path.is_dir():
+            raise BusError(f"bus folder {self.path} does not exist; initialise it first")
+
+    def _now_iso(self) -> str:
+        return format_iso(self._clock())
+
+    def _stamp(self) -> str:
+        return self._clock().strftime("%Y%m%dT%H%M%S%fZ")
+
+    def _load(
+        self, name: str, clean: Callable[[dict[str, Any]], tuple[dict[str, JSONDict], list[str]]]
+    ) -> dict[str, JSONDict]:
+        """Read a JSON object file under its lock; repair it when damaged."""
+        target = self.path / name
+        try:
+            raw = target.read_bytes()
+        except FileNotFoundError:
+            return {}
+        if not raw.strip():
+            return {}
+        try:
+            value = json.loads(raw)
+        except ValueError as error:
+            data: dict[str, JSONDict] = {}
+            problems = [f"not JSON ({error})"]
+        else:
+            if isinstance(value, dict):
+                data, problems = clean(value)
+            else:
+                data, problems = {}, [f"a JSON object was expected, found {type(value).__name__}"]
+        if problems:
+            aside = copy_aside(target, self._stamp())
+            self._store(name, data)
+            self._defer(
+                f"{name} was damaged ({'; '.join(problems)}); "
+                f"copied to {aside.name} and rewritten with what could be saved"
+            )
+        return data
+
+    def _store(self, name: str, data: Mapping[str, Any]) -> None:
+        text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+        atomic_write(self.path / name, (text + "\n").encode("utf-8"))
+
+    def _defer(self, message: str) -> None:
+        # Warnings are raised only once locks are released: under filterwarnings=error a
+        # warning is an exception, and it must not leave a half-finished repair behind.
+        self.warnings.append(message)
+        self._pending.append(message)
+
+    def _emit(self) -> None:
+        pending, self._pending = self._pending, []
+        for message in pending:
+            warnings.warn(BusWarning(message), stacklevel=3)
+
+
+def _loads_message(raw: bytes) -> JSONDict | None:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(value, dict) and isinstance(value.get("type"), str):
+        return value
+    return None

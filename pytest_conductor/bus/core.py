@@ -1,0 +1,313 @@
+"""The message bus of one track run: ``conductor/tracks/<id>/.message-bus/``.
+
+Layout (DESIGN section 6; orchestrators already read these names)::
+
+    queue.jsonl          one JSON envelope a line, append-only
+    events/              <TYPE>_<id>.event marker files that orchestrators poll
+    worker-status.json   {worker_id: {worker_id, task_id, status, started_at, ...}}
+    locks.json           {path: {worker_id, task_id, acquired_at, expires_at}}
+    verdict.json, logs/  written by the report and the dispatcher
+    runs/<UTC stamp>/    earlier runs, moved aside by rotate(), never deleted
+    .<file>.lock         inter-process lock files, one per bus file
+
+Pure Python; no pytest import. Damaged data never stops a run: it is reported as a
+:class:`BusWarning` (also kept in ``MessageBus.warnings``), copied aside, and the file
+goes on from what could be saved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pytest_conductor.bus._base import (
+    _EMPTY_JSON,
+    EVENTS,
+    LOCKS,
+    LOGS,
+    QUEUE,
+    VERDICT,
+    WORKER_STATUS,
+)
+from pytest_conductor.bus._files import append_line, atomic_write, copy_aside
+from pytest_conductor.bus._model import (
+    BusError,
+    JSONDict,
+    check_file_name,
+    check_id,
+    check_type,
+    find_cycle,
+)
+from pytest_conductor.bus.locks import FileLocksPart
+from pytest_conductor.bus.workers import WorkerStatusPart
+from pytest_conductor.timestamps import format_iso
+
+__all__ = ["ROTATED_NAMES", "MessageBus"]
+
+#: What belongs to one run and moves to ``runs/<stamp>/`` when the next run starts.
+ROTATED_NAMES = (QUEUE, EVENTS, WORKER_STATUS, LOCKS, VERDICT, LOGS)
+
+
+class MessageBus(WorkerStatusPart, FileLocksPart):
+    """Reader and writer of one bus folder; safe to use from many processes at once.
+
+    ``source`` fills the envelope's ``source`` field (the controller, or a worker id).
+    ``clock`` returns an aware UTC datetime; tests pass a fake one to age locks.
+    ``lock_timeout`` bounds the wait for another process's bus lock (seconds).
+    """
+
+    # -- setup and rotation --------------------------------------------------------
+
+    def init(self) -> None:
+        """Create the bus files that are missing; keep every file already there."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.events_dir.mkdir(exist_ok=True)
+        with self._locked(QUEUE):
+            append_line(self.queue_path, b"")
+        for name in (WORKER_STATUS, LOCKS):
+            with self._locked(name):
+                if not (self.path / name).exists():
+                    atomic_write(self.path / name, _EMPTY_JSON)
+
+    def rotate(self, now: datetime | None = None) -> Path | None:
+        """Move the previous run's files into ``runs/<UTC stamp>/``, then :meth:`init`.
+
+        Returns the archive folder, or None when there was nothing worth keeping (files
+        that are absent or empty stay where they are). Nothing is ever deleted.
+        """
+        if not self.path.is_dir():
+            self.init()
+            return None
+        stamp = format_iso(now or self._clock())[:19].replace("-", "").replace(":", "") + "Z"
+        archive: Path | None = None
+        with contextlib.ExitStack() as stack:
+            # Every writer takes one of these locks at a time, so taking all of them in
+            # a fixed order cannot deadlock, and nobody writes into a file mid-move.
+            for name in sorted((QUEUE, EVENTS, WORKER_STATUS, LOCKS, VERDICT)):
+                stack.enter_context(self._locked(name))
+            movable = [name for name in ROTATED_NAMES if self._worth_keeping(name)]
+            movable += sorted(p.name for p in self.path.glob("*.corrupt-*"))
+            if movable:
+                archive = self._claim_archive(stamp)
+                for name in movable:
+                    (self.path / name).replace(archive / name)
+        self.init()
+        return archive
+
+    def _worth_keeping(self, name: str) -> bool:
+        target = self.path / name
+        if target.is_dir():
+            return any(target.iterdir())
+        try:
+            content = target.read_bytes()
+        except FileNotFoundError:
+            return False
+        return content.strip() not in {b"", b"{}"}
+
+    def _claim_archive(self, stamp: str) -> Path:
+        self.runs_dir.mkdir(exist_ok=True)
+        counter = 1
+        while True:
+            name = stamp if counter == 1 else f"{stamp}-{counter}"
+            try:
+                # mkdir is atomic: two rotations in one second get two folders.
+                (self.runs_dir / name).mkdir()
+            except FileExistsError:
+                counter += 1
+                continue
+            return self.runs_dir / name
+
+    # -- events --------------------------------------------------------------------
+
+    def write_event(self, type: str, task_id: str, content: str = "") -> Path:
+        """Write ``events/<TYPE>_<task_id>.event`` whole (replacing an older one)."""
+        target = self.events_dir / self._event_name(type, task_id)
+        with self._locked(EVENTS):
+            self.events_dir.mkdir(exist_ok=True)
+            atomic_write(target, content.encode("utf-8"))
+        return target
+
+    def read_event(self, type: str, task_id: str) -> str | None:
+        """The content of an event file, or None when it does not exist."""
+        try:
+            return (self.events_dir / self._event_name(type, task_id)).read_text("utf-8")
+        except FileNotFoundError:
+            return None
+
+    def has_event(self, type: str, task_id: str) -> bool:
+        return (self.events_dir / self._event_name(type, task_id)).is_file()
+
+    def events(self) -> list[str]:
+        """Names of the event files present, sorted (``TASK_COMPLETE_1.1.event``, ...)."""
+        if not self.events_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.events_dir.glob("*.event") if p.is_file())
+
+    @staticmethod
+    def _event_name(type: str, task_id: str) -> str:
+        return f"{check_type(type)}_{check_id(task_id, 'task id')}.event"
+
+    def find_deadlock(self) -> list[str] | None:
+        """A cycle of tasks each waiting for a lock the next one holds, e.g. ``[a, b, a]``.
+
+        Built from ``BLOCKED`` messages, keeping only waits still current: the resource
+        is still held (not expired) by the same holder, and the waiting task has not since
+        taken that lock or finished.
+        """
+        held = {info.path: info for info in self.locks(include_expired=False)}
+        status = self.worker_status()
+        waits: dict[tuple[str, str], tuple[str, str | None]] = {}
+        for message in self.messages():
+            payload = message.get("payload")
+            if not isinstance(payload, dict):
+                continue
+            task, kind = payload.get("task_id"), message["type"]
+            if not isinstance(task, str):
+                continue
+            if kind == "BLOCKED":
+                holder, resource = payload.get("waiting_for"), payload.get("resource")
+                hint = payload.get("holder_task")
+                if isinstance(holder, str) and isinstance(resource, str):
+                    waits[(task, resource)] = (holder, hint if isinstance(hint, str) else None)
+            elif kind == "FILE_LOCK":
+                waits.pop((task, str(payload.get("filepath"))), None)
+            elif kind in {"TASK_COMPLETE", "TASK_FAILED"}:
+                for key in [k for k in waits if k[0] == task]:
+                    del waits[key]
+        edges: dict[str, list[str]] = {}
+        for (task, resource), (holder, hint) in sorted(waits.items()):
+            info = held.get(resource)
+            if info is None or info.worker_id != holder:
+                continue
+            holder_task = info.task_id or status.get(holder, {}).get("task_id") or hint
+            if isinstance(holder_task, str):
+                edges.setdefault(task, []).append(holder_task)
+        return find_cycle(edges)
+
+    # -- convenience posts for the product's message types -------------------------
+
+    def dispatched(
+        self, worker_id: str, task_id: str, parallel_group: str | None = None
+    ) -> JSONDict:
+        """Post ``WORKER_DISPATCHED``."""
+        check_id(worker_id, "worker id")
+        check_id(task_id, "task id")
+        payload = {"worker_id": worker_id, "task_id": task_id, "parallel_group": parallel_group}
+        return self.post("WORKER_DISPATCHED", payload)
+
+    def progress(
+        self,
+        task_id: str,
+        progress_pct: object,
+        current_subtask: str = "",
+        *,
+        worker_id: str | None = None,
+    ) -> JSONDict:
+        """Post ``PROGRESS``; with ``worker_id`` also record it in ``worker-status.json``."""
+        check_id(task_id, "task id")
+        pct = self._percent(progress_pct, worker_id or task_id)
+        if worker_id is not None:
+            self.set_progress(worker_id, pct, current_subtask, task_id=task_id)
+        payload = {"task_id": task_id, "progress_pct": pct, "current_subtask": current_subtask}
+        return self.post("PROGRESS", payload)
+
+    def complete(
+        self,
+        task_id: str,
+        commit_sha: str | None = None,
+        files_modified: Iterable[str] = (),
+        unblocks: Iterable[str] = (),
+        *,
+        worker_id: str | None = None,
+    ) -> JSONDict:
+        """Post ``TASK_COMPLETE`` and write its event (content: the commit SHA, if any)."""
+        check_id(task_id, "task id")
+        payload = {
+            "task_id": task_id,
+            "commit_sha": commit_sha,
+            "files_modified": list(files_modified),
+            "unblocks": list(unblocks),
+        }
+        return self._finish("TASK_COMPLETE", task_id, payload, commit_sha or "", worker_id)
+
+    def fail(self, task_id: str, error: str, *, worker_id: str | None = None) -> JSONDict:
+        """Post ``TASK_FAILED`` and write its event (content: the error)."""
+        check_id(task_id, "task id")
+        payload = {"task_id": task_id, "error": error}
+        return self._finish("TASK_FAILED", task_id, payload, error, worker_id)
+
+    def blocked(
+        self,
+        task_id: str,
+        blocked_by: str | Sequence[str],
+        reason: str,
+        *,
+        worker_id: str | None = None,
+    ) -> JSONDict:
+        """Post ``TASK_BLOCKED`` and write its event (content: the reason)."""
+        check_id(task_id, "task id")
+        by = blocked_by if isinstance(blocked_by, str) else list(blocked_by)
+        payload = {"task_id": task_id, "blocked_by": by, "reason": reason}
+        return self._finish("TASK_BLOCKED", task_id, payload, reason, worker_id)
+
+    def parallel_complete(self, track: str, passed: bool) -> JSONDict:
+        """Post ``PARALLEL_COMPLETE`` and write ``PARALLEL_COMPLETE_<track>.event`` (PASS/FAIL)."""
+        check_id(track, "track id")
+        verdict = "PASS" if passed else "FAIL"
+        message = self.post("PARALLEL_COMPLETE", {"track": track, "status": verdict})
+        self.write_event("PARALLEL_COMPLETE", track, verdict)
+        return message
+
+    def _finish(
+        self, kind: str, task_id: str, payload: JSONDict, content: str, worker_id: str | None
+    ) -> JSONDict:
+        # Message first, event second: whoever sees the event finds the message too.
+        message = self.post(kind, payload)
+        self.write_event(kind, task_id, content)
+        if worker_id is not None:
+            state = {"TASK_COMPLETE": "COMPLETED", "TASK_FAILED": "FAILED"}.get(kind, "BLOCKED")
+            self.set_worker_status(worker_id, state, task_id=task_id)
+        return message
+
+    # -- other JSON files ----------------------------------------------------------
+
+    def write_json(self, name: str, obj: object) -> Path:
+        """Replace ``<bus>/<name>`` atomically with ``obj`` as JSON (e.g. ``verdict.json``)."""
+        check_file_name(name)
+        try:
+            data = (json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode()
+        except (TypeError, ValueError) as error:
+            raise BusError(f"{name}: value is not JSON: {error}") from None
+        with self._locked(name):
+            atomic_write(self.path / name, data)
+        return self.path / name
+
+    def read_json(self, name: str, default: object = None) -> Any:
+        """The JSON content of ``<bus>/<name>``; ``default`` when missing or damaged.
+
+        A damaged file is moved aside to ``<name>.corrupt-<stamp>`` (kept, not deleted).
+        """
+        check_file_name(name)
+        target = self.path / name
+        try:
+            # Files are replaced atomically, so an unlocked read sees one whole version.
+            return json.loads(target.read_bytes())
+        except FileNotFoundError:
+            return default
+        except ValueError:
+            pass
+        with self._locked(name):
+            try:
+                return json.loads(target.read_bytes())
+            except FileNotFoundError:
+                return default
+            except ValueError as error:
+                aside = copy_aside(target, self._stamp())
+                target.unlink()
+                self._defer(f"{name} is not JSON ({error}); moved to {aside.name}")
+        self._emit()
+        return default

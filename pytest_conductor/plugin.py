@@ -1,0 +1,98 @@
+"""pytest hooks of pytest-conductor; each wires the pure parts together and stays thin."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from pathlib import Path
+
+import pytest
+
+from pytest_conductor import hookspecs
+from pytest_conductor.acceptance import BUILTIN_KINDS
+from pytest_conductor.loading import (
+    TrackError,
+    check_criteria,
+    find_track,
+    node_resources,
+    node_weights,
+)
+from pytest_conductor.plan import PlanError
+from pytest_conductor.settings import add_options, resolve_settings
+from pytest_conductor.state import STATE_KEY, ConductorState, get_state
+from pytest_conductor.track_plugin import CACHE_DURATIONS, CACHE_OUTCOMES, TrackPlugin
+
+__all__ = [
+    "pytest_addhooks",
+    "pytest_addoption",
+    "pytest_cmdline_main",
+    "pytest_configure",
+]
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def _load_state(config: pytest.Config) -> ConductorState | None:
+    """Read settings, track and plan once per config; every problem becomes a UsageError."""
+    state = get_state(config)
+    if state is not None:
+        return state
+    settings = resolve_settings(config)
+    if not settings.active:
+        return None
+    extra_kinds = [k for kinds in config.hook.pytest_conductor_criterion_kinds() for k in kinds]
+    clash = sorted(set(extra_kinds) & {*BUILTIN_KINDS, "prose"})
+    if clash:
+        raise pytest.UsageError(f"conductor: a plugin redefines built-in acceptance kinds: {clash}")
+    try:
+        plan = find_track(settings)
+        criteria = check_criteria(plan, extra_kinds, settings.root)
+    except (TrackError, PlanError) as exc:
+        raise pytest.UsageError(f"conductor: {exc}") from None
+    state = ConductorState(
+        settings=settings,
+        plan=plan,
+        criteria=criteria,
+        weights=node_weights(plan, {}),
+        resources=node_resources(plan),
+        last_outcomes={},
+    )
+    config.stash[STATE_KEY] = state
+    return state
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object]:
+    # Runs before xdist's own cmdline_main turns -n into --tx, so a bad plan fails fast and
+    # the worker count can still be chosen from the plan.
+    _load_state(config)
+    return (yield)
+
+
+def _load_history(config: pytest.Config, state: ConductorState) -> None:
+    """Last outcomes and measured durations from the pytest cache (absent with -p no:cacheprovider)."""
+    cache = getattr(config, "cache", None)
+    if cache is None:
+        return
+    track = str(state.settings.track)
+    state.last_outcomes = dict(cache.get(CACHE_OUTCOMES.format(track=track), {}))
+    state.weights = node_weights(
+        state.plan, dict(cache.get(CACHE_DURATIONS.format(track=track), {}))
+    )
+
+
+@pytest.hookimpl(trylast=True)  # after the cacheprovider has set config.cache
+def pytest_configure(config: pytest.Config) -> None:
+    state = _load_state(config)
+    if state is None:
+        return
+    _load_history(config, state)
+    if config.args_source != pytest.Config.ArgsSource.ARGS:
+        # No paths on the command line: run only the track, not the user's whole test suite.
+        config.args = [str(state.settings.plan_path)]
+    config.pluginmanager.register(TrackPlugin(state), "conductor-track")

@@ -1,0 +1,177 @@
+"""Options of the plugin: registration and resolution (CLI > ini > default) into one frozen object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pytest_conductor.durations import parse_duration
+
+__all__ = ["OPTIONS", "Option", "Settings", "add_options", "resolve_settings"]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option; ``ini`` is its ini twin (None when a team would not set it once)."""
+
+    flag: str
+    dest: str
+    help: str
+    ini: str | None = None
+    default: str | None = None
+    metavar: str | None = None
+    is_flag: bool = False
+
+
+# The single source of truth for options: docs/options.md is checked against this list.
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "--conductor-track",
+        "conductor_track",
+        "run the task DAG of conductor/tracks/ID/plan.md; without it the plugin does nothing",
+        metavar="ID",
+    ),
+    Option(
+        "--conductor-root",
+        "conductor_root",
+        "folder that holds conductor/ (default: pytest's rootdir)",
+        ini="conductor_root",
+        metavar="DIR",
+    ),
+    Option(
+        "--conductor-max-workers",
+        "conductor_max_workers",
+        "at most this many nodes run at once (default: 5)",
+        ini="conductor_max_workers",
+        default="5",
+        metavar="N",
+    ),
+    Option(
+        "--conductor-strict-prose",
+        "conductor_strict_prose",
+        "fail prose acceptance criteria that no machine can check (default: pass them with a note)",
+        ini="conductor_strict_prose",
+        default="false",
+        is_flag=True,
+    ),
+    Option(
+        "--conductor-command-timeout",
+        "conductor_command_timeout",
+        "default timeout of `run` and `pytest` criteria (default: 5m)",
+        ini="conductor_command_timeout",
+        default="5m",
+        metavar="DURATION",
+    ),
+)
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Settings:
+    track: str | None
+    root: Path
+    max_workers: int
+    strict_prose: bool
+    command_timeout: float
+
+    @property
+    def active(self) -> bool:
+        return self.track is not None
+
+    @property
+    def track_dir(self) -> Path:
+        return self.root / "conductor" / "tracks" / str(self.track)
+
+    @property
+    def plan_path(self) -> Path:
+        return self.track_dir / "plan.md"
+
+    @property
+    def bus_dir(self) -> Path:
+        return self.track_dir / ".message-bus"
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("conductor", "run a Conductor track's task DAG")
+    for opt in OPTIONS:
+        if opt.is_flag:
+            group.addoption(
+                opt.flag, dest=opt.dest, action="store_true", default=None, help=opt.help
+            )
+        else:
+            group.addoption(
+                opt.flag, dest=opt.dest, default=None, metavar=opt.metavar, help=opt.help
+            )
+        if opt.ini is not None:
+            parser.addini(opt.ini, opt.help, default=opt.default)
+
+
+def _raw(config: pytest.Config, opt: Option) -> tuple[str | None, str]:
+    """The value as text and where it came from, for error messages."""
+    value = config.getoption(opt.dest)
+    if value is not None:
+        return (str(value) if not isinstance(value, bool) else str(value).lower()), opt.flag
+    if opt.ini is not None:
+        ini_value = config.getini(opt.ini)
+        if ini_value not in (None, ""):
+            return str(ini_value), f"ini {opt.ini}"
+    return opt.default, opt.flag
+
+
+def _by_dest(dest: str) -> Option:
+    return next(o for o in OPTIONS if o.dest == dest)
+
+
+def _usage(where: str, value: str, why: str) -> pytest.UsageError:
+    return pytest.UsageError(f"{where}={value!r}: {why}")
+
+
+def resolve_settings(config: pytest.Config) -> Settings:
+    """Resolve every option once; a bad value is a UsageError naming option and value."""
+    track, _ = _raw(config, _by_dest("conductor_track"))
+
+    root_raw, where = _raw(config, _by_dest("conductor_root"))
+    if root_raw is None:
+        root = Path(config.rootpath)
+    else:
+        root = Path(root_raw)
+        if not root.is_absolute():
+            # CLI paths are relative to the invocation dir, ini paths to the ini file's folder.
+            base = config.invocation_params.dir if where.startswith("--") else config.rootpath
+            root = Path(base) / root
+        if not root.is_dir():
+            raise _usage(where, root_raw, "not a directory")
+    root = root.resolve()
+
+    workers_raw, where = _raw(config, _by_dest("conductor_max_workers"))
+    try:
+        max_workers = int(str(workers_raw))
+    except ValueError:
+        raise _usage(where, str(workers_raw), "expected a whole number >= 1") from None
+    if max_workers < 1:
+        raise _usage(where, str(workers_raw), "expected a whole number >= 1")
+
+    strict_raw, where = _raw(config, _by_dest("conductor_strict_prose"))
+    strict = str(strict_raw).strip().lower()
+    if strict not in _TRUE | _FALSE:
+        raise _usage(where, str(strict_raw), "expected true or false")
+
+    timeout_raw, where = _raw(config, _by_dest("conductor_command_timeout"))
+    try:
+        command_timeout = parse_duration(str(timeout_raw))
+    except ValueError as exc:
+        raise _usage(where, str(timeout_raw), str(exc)) from None
+
+    if track is not None and not track.strip():
+        raise _usage("--conductor-track", track, "a track id is required")
+    return Settings(
+        track=track,
+        root=root,
+        max_workers=max_workers,
+        strict_prose=strict in _TRUE,
+        command_timeout=command_timeout,
+    )

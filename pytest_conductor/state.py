@@ -1,0 +1,64 @@
+"""The run's state: one object per pytest config, kept in ``config.stash``.
+
+Module-level state would leak between runs in one process (pytester), so everything a run
+knows lives here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from pytest_conductor.acceptance import Criterion
+from pytest_conductor.blocking import NodeOutcome
+from pytest_conductor.plan import Plan
+from pytest_conductor.settings import Settings
+
+__all__ = ["STATE_KEY", "ConductorState", "get_state"]
+
+
+@dataclass
+class ConductorState:
+    settings: Settings
+    plan: Plan
+    criteria: dict[str, list[Criterion]]
+    # Path weight per node: estimated_duration, else last measured duration, else 1.
+    weights: dict[str, float]
+    # Per node: its files plus the shared_resources of its non-conflict-free groups.
+    resources: dict[str, tuple[str, ...]]
+    # Last recorded outcome per node from earlier runs (pytest cache): "passed" | "failed" | ...
+    last_outcomes: dict[str, str]
+    # This run's outcomes, filled on the controller from test reports as they arrive.
+    outcomes: dict[str, NodeOutcome] = field(default_factory=dict)
+    # Task ids of the nodes selected for this run (after -k/--lf/node ids); set after collection.
+    selected: tuple[str, ...] = ()
+    # Measured call durations of this run (seconds), saved as weights for the next run.
+    durations: dict[str, float] = field(default_factory=dict)
+    # Notes of criteria that passed without a machine check (prose in a verify-only run).
+    notes: dict[str, list[str]] = field(default_factory=dict)
+
+    def record(self, task_id: str, when: str, status: str, duration: float) -> None:
+        """Fold one test report into the node's outcome (controller side)."""
+        current = self.outcomes.get(task_id)
+        if current is not None and current.status in ("blocked", "failed"):
+            return  # a blocked node was decided by the runner; a failure is final
+        if when == "call":
+            self.durations[task_id] = duration
+            self.outcomes[task_id] = NodeOutcome(status)
+        elif status != "passed":  # setup/teardown only speak when something went wrong
+            self.outcomes[task_id] = NodeOutcome(status)
+
+    def task_id_of(self, nodeid: str) -> str | None:
+        """The plan node an item id stands for, or None for the user's own tests."""
+        path, sep, name = nodeid.rpartition("::")
+        if sep and path.endswith("plan.md") and name in self.criteria:
+            return name
+        return None
+
+
+STATE_KEY = pytest.StashKey[ConductorState]()
+
+
+def get_state(config: pytest.Config) -> ConductorState | None:
+    return config.stash.get(STATE_KEY, None)

@@ -1,0 +1,117 @@
+"""The per-run plugin of a track: registered in pytest_configure only under --conductor-track."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_conductor.blocking import NodeOutcome, blocked_by
+from pytest_conductor.graph import priority_order
+from pytest_conductor.items import PlanFile, TaskItem
+from pytest_conductor.state import ConductorState
+
+__all__ = ["CACHE_DURATIONS", "CACHE_OUTCOMES", "TrackPlugin"]
+
+CACHE_OUTCOMES = "conductor/{track}/outcomes"
+CACHE_DURATIONS = "conductor/{track}/durations"
+
+
+class TrackPlugin:
+    def __init__(self, state: ConductorState) -> None:
+        self.state = state
+
+    def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> PlanFile | None:
+        if file_path == self.state.settings.plan_path:
+            return PlanFile.from_parent(parent, path=file_path)
+        return None
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(
+        self, session: pytest.Session, items: list[pytest.Item]
+    ) -> None:
+        if not any(isinstance(item, TaskItem) for item in items):
+            # The plan lies outside the paths given: collect it anyway, before -k/--lf deselect.
+            plan_file = PlanFile.from_parent(session, path=self.state.settings.plan_path)
+            items.extend(session.genitems(plan_file))  # reports it as collected, like the rest
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """After deselection: order the track's nodes as one worker would run them.
+
+        tryfirst, so that ``--collect-only`` already lists them in execution order.
+        """
+        state = self.state
+        tasks = {item.task.id: item for item in session.items if isinstance(item, TaskItem)}
+        state.selected = tuple(t for t in state.plan.ids if t in tasks)
+        ranked = iter(
+            [tasks[t] for t in priority_order(state.plan.deps, state.weights) if t in tasks]
+        )
+        # The user's own tests keep their places; the track's nodes fill theirs in run order.
+        session.items[:] = [next(ranked) if isinstance(i, TaskItem) else i for i in session.items]
+
+    @pytest.hookimpl(tryfirst=True)  # before the skipping plugin evaluates skip marks
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        """In-process (and on a worker): a node whose dependency did not pass is skipped."""
+        if not isinstance(item, TaskItem):
+            return
+        state = self.state
+        blocked = blocked_by(
+            item.task.depends_on, state.outcomes, state.selected, state.last_outcomes
+        )
+        if blocked is not None:
+            state.outcomes[item.task.id] = NodeOutcome("blocked", blocked.root, blocked.reason)
+            # A skip mark (not pytest.skip()) so the report points at the node in plan.md.
+            item.add_marker(pytest.mark.skip(reason=blocked.reason))
+
+    def pytest_report_teststatus(
+        self, report: pytest.TestReport, config: pytest.Config
+    ) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
+        """``-v`` shows each node's name after its outcome."""
+        task_id = self.state.task_id_of(report.nodeid)
+        if task_id is None or report.when != "call" or hasattr(report, "wasxfail"):
+            return None
+        name = self.state.plan.node(task_id).name
+        if report.passed:
+            return "passed", ".", (f"PASSED ({name})", {"green": True})
+        if report.failed:
+            return "failed", "F", (f"FAILED ({name})", {"red": True})
+        return None
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Record each node's outcome as soon as its report arrives (controller or -n 0)."""
+        task_id = self.state.task_id_of(report.nodeid)
+        if task_id is None:
+            return
+        self.state.record(task_id, report.when or "", report.outcome, report.duration)
+        for key, value in report.user_properties:
+            if key == "acceptance_note":
+                self.state.notes.setdefault(task_id, []).append(str(value))
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if not self.state.notes:
+            return
+        terminalreporter.section("conductor: acceptance notes", sep="-")
+        for task_id, notes in self.state.notes.items():
+            for note in notes:
+                terminalreporter.line(f"{task_id}: {note}")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if hasattr(session.config, "workerinput"):
+            return  # only the controller keeps history and writes files others read
+        self._save_history(session.config)
+
+    def _save_history(self, config: pytest.Config) -> None:
+        """Outcomes and durations for the next run: --lf, deselected deps and path weights."""
+        if config.cache is None:
+            return
+        state = self.state
+        track = str(state.settings.track)
+        outcomes = dict(state.last_outcomes)
+        outcomes.update({t: o.status for t, o in state.outcomes.items()})
+        config.cache.set(CACHE_OUTCOMES.format(track=track), outcomes)
+        key = CACHE_DURATIONS.format(track=track)
+        durations = dict(config.cache.get(key, {}))
+        durations.update(state.durations)
+        config.cache.set(key, durations)
