@@ -65,9 +65,9 @@ class DagQueue:
         weights: Mapping[str, float],
         resources: Mapping[str, Sequence[str]],
         selected: Iterable[str],
+        *,
         last_outcomes: Mapping[str, str],
         outcomes: MutableMapping[str, NodeOutcome],
-        *,
         extra: Sequence[str] = (),
     ) -> None:
         chosen = list(dict.fromkeys(selected))

@@ -101,17 +101,16 @@ class DagScheduling:
 
     def add_node_collection(self, node: WorkerController, collection: Sequence[str]) -> None:
         assert node in self.node2running, node
-        if self.collection is not None:
-            # A replacement for a crashed worker: it gets work only if it agrees.
-            if list(collection) != self.collection:
-                from xdist.report import report_collection_diff
+        if self.collection is not None and list(collection) != self.collection:
+            # A replacement for a crashed worker gets work only if it agrees.
+            from xdist.report import report_collection_diff
 
-                other = next(iter(self.node2collection))
-                msg = report_collection_diff(
-                    self.collection, list(collection), other.gateway.id, node.gateway.id
-                )
-                self.log(msg)
-                return
+            other = next(iter(self.node2collection))
+            msg = report_collection_diff(
+                self.collection, list(collection), other.gateway.id, node.gateway.id
+            )
+            self.log(msg)
+            return
         self.node2collection[node] = list(collection)
 
     def schedule(self) -> None:
@@ -226,8 +225,8 @@ class DagScheduling:
             state.weights,
             state.resources,
             tasks,
-            state.last_outcomes,
-            state.outcomes,
+            last_outcomes=state.last_outcomes,
+            outcomes=state.outcomes,
             extra=extra,
         )
 

@@ -175,3 +175,14 @@ def resolve_settings(config: pytest.Config) -> Settings:
         strict_prose=strict in _TRUE,
         command_timeout=command_timeout,
     )
+
+
+def render_options_table() -> str:
+    """The options reference table of docs/options.md (a test keeps the two identical)."""
+    rows = ["| option | ini | default | what it does |", "|---|---|---|---|"]
+    for opt in OPTIONS:
+        flag = f"`{opt.flag}`" if opt.is_flag else f"`{opt.flag}={opt.metavar}`"
+        ini = f"`{opt.ini}`" if opt.ini else "—"
+        default = f"`{opt.default}`" if opt.default not in (None, "") else "—"
+        rows.append(f"| {flag} | {ini} | {default} | {opt.help} |")
+    return "\n".join(rows)

@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pytest_conductor import xdist_worker
+from pytest_conductor.scheduling import DagScheduling
 from pytest_conductor.state import get_state
 
 if TYPE_CHECKING:
     from xdist.remote import Producer
     from xdist.scheduler import Scheduling
-
-    from pytest_conductor.scheduling import DagScheduling
 
 __all__ = [
     "SCHEDULER_KEY",
@@ -33,7 +32,7 @@ __all__ = [
     "pytest_xdist_make_scheduler",
 ]
 
-SCHEDULER_KEY = pytest.StashKey["DagScheduling"]()
+SCHEDULER_KEY = pytest.StashKey[DagScheduling]()
 
 
 def _active(config: pytest.Config) -> bool:
@@ -63,8 +62,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> Schedul
     """The DAG scheduler under ``--conductor-track``, whatever ``--dist`` says; else xdist's."""
     if not _active(config):
         return None
-    from pytest_conductor.scheduling import DagScheduling
-
     scheduler = DagScheduling(config, log)
     config.stash[SCHEDULER_KEY] = scheduler
     return scheduler
@@ -77,8 +74,6 @@ def pytest_handlecrashitem(crashitem: str, report: pytest.TestReport, sched: Sch
     xdist reports it with ``when="???"``, which junitxml writes as an error "failed on
     setup" and the terminal counts as an error; the node did fail while it ran.
     """
-    from pytest_conductor.scheduling import DagScheduling
-
     if isinstance(sched, DagScheduling):
         report.when = "call"
 
