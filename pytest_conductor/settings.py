@@ -49,6 +49,45 @@ OPTIONS: tuple[Option, ...] = (
         metavar="N",
     ),
     Option(
+        "--conductor-worker",
+        "conductor_worker",
+        "agent command template run per node, e.g. 'claude -p @{prompt_file}'; placeholders "
+        "{prompt_file} {task_id} {track} {worker_id} {bus} {root}; none: verify-only",
+        ini="conductor_worker",
+        metavar="TEMPLATE",
+    ),
+    Option(
+        "--conductor-timeout",
+        "conductor_timeout",
+        "an agent still running after this long is killed and its node fails (default: 30m)",
+        ini="conductor_timeout",
+        default="30m",
+        metavar="DURATION",
+    ),
+    Option(
+        "--conductor-heartbeat",
+        "conductor_heartbeat",
+        "agents refresh their heartbeat this often; silent for two intervals is stale and "
+        "killed (default: 5m)",
+        ini="conductor_heartbeat",
+        default="5m",
+        metavar="DURATION",
+    ),
+    Option(
+        "--conductor-retries",
+        "conductor_retries",
+        "re-dispatch a failed node's agent up to N more times (default: 0)",
+        ini="conductor_retries",
+        default="0",
+        metavar="N",
+    ),
+    Option(
+        "--conductor-graph",
+        "conductor_graph",
+        "write the DAG to PATH as Mermaid (.mmd, .md) or Graphviz DOT (.dot)",
+        metavar="PATH",
+    ),
+    Option(
         "--conductor-strict-prose",
         "conductor_strict_prose",
         "fail prose acceptance criteria that no machine can check (default: pass them with a note)",
@@ -77,6 +116,11 @@ class Settings:
     max_workers: int
     strict_prose: bool
     command_timeout: float
+    worker: str | None = None  # agent command template; None: verify-only
+    timeout: float = 1800.0
+    heartbeat: float = 300.0
+    retries: int = 0
+    graph: Path | None = None
 
     @property
     def active(self) -> bool:
@@ -147,24 +191,29 @@ def resolve_settings(config: pytest.Config) -> Settings:
             raise _usage(where, root_raw, "not a directory")
     root = root.resolve()
 
-    workers_raw, where = _raw(config, _by_dest("conductor_max_workers"))
-    try:
-        max_workers = int(str(workers_raw))
-    except ValueError:
-        raise _usage(where, str(workers_raw), "expected a whole number >= 1") from None
-    if max_workers < 1:
-        raise _usage(where, str(workers_raw), "expected a whole number >= 1")
+    max_workers = _whole_number(config, "conductor_max_workers", minimum=1)
 
     strict_raw, where = _raw(config, _by_dest("conductor_strict_prose"))
     strict = str(strict_raw).strip().lower()
     if strict not in _TRUE | _FALSE:
         raise _usage(where, str(strict_raw), "expected true or false")
 
-    timeout_raw, where = _raw(config, _by_dest("conductor_command_timeout"))
-    try:
-        command_timeout = parse_duration(str(timeout_raw))
-    except ValueError as exc:
-        raise _usage(where, str(timeout_raw), str(exc)) from None
+    command_timeout = _duration(config, "conductor_command_timeout")
+
+    worker, _ = _raw(config, _by_dest("conductor_worker"))
+    timeout = _duration(config, "conductor_timeout")
+    heartbeat = _duration(config, "conductor_heartbeat")
+    if timeout <= 0 or heartbeat <= 0:
+        bad = "conductor_timeout" if timeout <= 0 else "conductor_heartbeat"
+        value, where = _raw(config, _by_dest(bad))
+        raise _usage(where, str(value), "expected a duration above zero")
+    retries = _whole_number(config, "conductor_retries", minimum=0)
+    graph_raw, _ = _raw(config, _by_dest("conductor_graph"))
+    graph = None
+    if graph_raw is not None:
+        graph = Path(config.invocation_params.dir) / graph_raw
+        if graph.suffix not in (".mmd", ".md", ".dot"):
+            raise _usage("--conductor-graph", graph_raw, "expected a .mmd, .md or .dot file")
 
     if track is not None and not track.strip():
         raise _usage("--conductor-track", track, "a track id is required")
@@ -174,7 +223,31 @@ def resolve_settings(config: pytest.Config) -> Settings:
         max_workers=max_workers,
         strict_prose=strict in _TRUE,
         command_timeout=command_timeout,
+        worker=worker.strip() if worker and worker.strip() else None,
+        timeout=timeout,
+        heartbeat=heartbeat,
+        retries=retries,
+        graph=graph,
     )
+
+
+def _duration(config: pytest.Config, dest: str) -> float:
+    raw, where = _raw(config, _by_dest(dest))
+    try:
+        return parse_duration(str(raw))
+    except ValueError as exc:
+        raise _usage(where, str(raw), str(exc)) from None
+
+
+def _whole_number(config: pytest.Config, dest: str, *, minimum: int) -> int:
+    raw, where = _raw(config, _by_dest(dest))
+    try:
+        value = int(str(raw))
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise _usage(where, str(raw), f"expected a whole number >= {minimum}")
+    return value
 
 
 def render_options_table() -> str:

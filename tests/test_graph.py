@@ -26,7 +26,7 @@ from pytest_conductor.graph import (
 
 Deps = dict[str, list[str]]
 
-# Ids that look like plan ids and whose hashes differ per process.
+# Ids that look like plan ids.
 NAMES = [f"{major}.{minor}" for major in range(1, 4) for minor in range(1, 5)]
 
 
@@ -34,12 +34,14 @@ NAMES = [f"{major}.{minor}" for major in range(1, 4) for minor in range(1, 5)]
 def dags(draw: st.DrawFn, max_nodes: int = 12) -> Deps:
     """A random DAG: each node depends only on earlier ones, then plan order is shuffled."""
     count = draw(st.integers(0, max_nodes))
-    ids = draw(st.permutations(NAMES))[:count] if count <= len(NAMES) else []
-    ids += [f"n{i}" for i in range(count - len(ids))]
-    deps = {
-        node: draw(st.lists(st.sampled_from(ids[:i]), unique=True)) if i else []
-        for i, node in enumerate(ids)
-    }
+    ids = NAMES[:count]
+    # One bitmask per node (bit j: depends on node j) keeps generation cheap; and-ing two
+    # masks now and then gives sparse graphs as well as dense ones.
+    masks = st.lists(st.integers(0, 2**count - 1), min_size=count, max_size=count)
+    bits = draw(masks)
+    if draw(st.booleans()):
+        bits = [a & b for a, b in zip(bits, draw(masks), strict=True)]
+    deps = {node: [ids[j] for j in range(i) if bits[i] >> j & 1] for i, node in enumerate(ids)}
     order = draw(st.permutations(ids))
     return {node: deps[node] for node in order}
 

@@ -742,3 +742,8 @@ def test_valid_plans_round_trip(case: tuple[str, dict[str, tuple[str, ...]]]) ->
     plan = parse_plan(text)
     assert plan.deps == deps
     assert list(plan.deps) == list(deps)
+
+
+def test_inline_triple_backticks_are_not_a_fence() -> None:
+    text = "Write ```dag:``` in a block:\n```yaml\ndag: {nodes: [{id: a}]}\n```\n"
+    assert parse_plan(text).dag_line == 3

@@ -148,7 +148,9 @@ def test_deselected_dependency_that_did_not_last_pass_blocks_at_once() -> None:
     )
     blocked = queue.initially_blocked()
     assert [key for key, _ in blocked] == ["c", "e"]
-    assert blocked[0][1].reason == "blocked: dependency a not selected (last recorded outcome failed)"
+    assert (
+        blocked[0][1].reason == "blocked: dependency a not selected (last recorded outcome failed)"
+    )
     assert set(outcomes) == {"c", "e"}
     # b last passed, so d is ready although b does not run.
     assert queue.ready_nodes() == ["d"]
@@ -169,7 +171,7 @@ def test_stop_returns_the_never_dispatched_nodes() -> None:
 def test_extra_items_are_independent_work() -> None:
     queue = make_queue({"a": (), "b": ("a",)}, extra=["tests/test_x.py::test_one"])
     assert queue.keys == ("a", "b", "tests/test_x.py::test_one")
-    # Equal remaining path (a: 2 > extra: 1).
+    # a heads a path of 2, the extra item weighs 1.
     assert queue.ready_nodes() == ["a", "tests/test_x.py::test_one"]
 
 
@@ -200,13 +202,20 @@ def dags(draw: st.DrawFn) -> tuple[Deps, dict[str, tuple[str, ...]]]:
     resources: dict[str, tuple[str, ...]] = {}
     for i, node in enumerate(ids):
         earlier = ids[:i]
-        deps[node] = tuple(draw(st.lists(st.sampled_from(earlier), unique=True, max_size=3))) if earlier else ()
-        resources[node] = tuple(draw(st.lists(st.sampled_from(["f1", "f2", "f3"]), unique=True, max_size=1)))
+        deps[node] = (
+            tuple(draw(st.lists(st.sampled_from(earlier), unique=True, max_size=3)))
+            if earlier
+            else ()
+        )
+        resources[node] = tuple(
+            draw(st.lists(st.sampled_from(["f1", "f2", "f3"]), unique=True, max_size=1))
+        )
     return deps, resources
 
 
 def simulate(
     queue: DagQueue,
+    *,
     deps: Deps,
     resources: Mapping[str, Sequence[str]],
     workers: int,
@@ -239,12 +248,23 @@ def simulate(
 @settings(max_examples=150, deadline=None)
 @given(dags(), st.data(), st.integers(min_value=1, max_value=5), st.randoms(use_true_random=False))
 def test_random_dag_runs_correctly(
-    dag: tuple[Deps, dict[str, tuple[str, ...]]], data: st.DataObject, workers: int, rng: random.Random
+    dag: tuple[Deps, dict[str, tuple[str, ...]]],
+    data: st.DataObject,
+    workers: int,
+    rng: random.Random,
 ) -> None:
     deps, resources = dag
     status_of = {t: data.draw(st.sampled_from([PASSED, PASSED, FAILED, SKIPPED])) for t in deps}
     queue = make_queue(deps, resources=resources)
-    started = simulate(queue, deps, resources, workers, rng, status_of, set())
+    started = simulate(
+        queue,
+        deps=deps,
+        resources=resources,
+        workers=workers,
+        rng=rng,
+        status_of=status_of,
+        satisfied=set(),
+    )
     assert len(started) == len(set(started))
     not_passed = [t for t in started if status_of[t] != PASSED]
     expected_blocked = {d for t in not_passed for d in descendants(deps, t)}
@@ -257,7 +277,10 @@ def test_random_dag_runs_correctly(
 @settings(max_examples=100, deadline=None)
 @given(dags(), st.data(), st.integers(min_value=1, max_value=5), st.randoms(use_true_random=False))
 def test_random_selection_blocks_by_the_dependency_rule(
-    dag: tuple[Deps, dict[str, tuple[str, ...]]], data: st.DataObject, workers: int, rng: random.Random
+    dag: tuple[Deps, dict[str, tuple[str, ...]]],
+    data: st.DataObject,
+    workers: int,
+    rng: random.Random,
 ) -> None:
     deps, resources = dag
     selected = [t for t in deps if data.draw(st.booleans())]
@@ -265,7 +288,15 @@ def test_random_selection_blocks_by_the_dependency_rule(
     status_of = {t: data.draw(st.sampled_from([PASSED, FAILED])) for t in deps}
     queue = make_queue(deps, resources=resources, selected=selected, last_outcomes=last)
     satisfied = {t for t, s in last.items() if s == "passed"}
-    started = simulate(queue, deps, resources, workers, rng, status_of, satisfied)
+    started = simulate(
+        queue,
+        deps=deps,
+        resources=resources,
+        workers=workers,
+        rng=rng,
+        status_of=status_of,
+        satisfied=satisfied,
+    )
     # Oracle: a selected node is blocked iff a direct dependency is unsatisfied, where a
     # deselected dependency is satisfied iff it last passed, a selected one iff it passed.
     ok: dict[str, bool] = {}
