@@ -84,7 +84,8 @@ class TrackPlugin:
         if task_id is None:
             return
         self.state.record(task_id, report.when or "", report.outcome, report.duration)
-        for key, value in report.user_properties:
+        # Every later report of the item repeats its user_properties: read the call's only.
+        for key, value in report.user_properties if report.when == "call" else ():
             if key == "acceptance_note":
                 self.state.notes.setdefault(task_id, []).append(str(value))
 

@@ -7,10 +7,12 @@ import re
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
+import filelock
 import pytest
 
-from pytest_conductor.bus import BusError, BusWarning, LockInfo, MessageBus
+from pytest_conductor.bus import BusError, BusLockTimeout, BusWarning, LockInfo, MessageBus, _files
 from pytest_conductor.timestamps import format_iso, parse_iso, utc_now_iso
 
 START = datetime(2026, 11, 27, 12, 0, 0, tzinfo=timezone.utc)
@@ -45,7 +47,7 @@ def queue_lines(bus: MessageBus) -> list[str]:
     return bus.queue_path.read_text("utf-8").splitlines()
 
 
-def of_type(bus: MessageBus, kind: str) -> list[dict[str, object]]:
+def of_type(bus: MessageBus, kind: str) -> list[dict[str, Any]]:
     return [m for m in bus.messages() if m["type"] == kind]
 
 
@@ -564,3 +566,31 @@ def test_a_damaged_json_file_is_moved_aside_on_read(bus: MessageBus) -> None:
     (copy,) = corrupt_copies(bus, "verdict.json")
     assert copy.read_text() == '{"verdict": '
     assert bus.read_json("verdict.json") is None
+
+
+# -- the inter-process lock ------------------------------------------------------------
+
+
+def test_a_filelock_holder_excludes_the_bus(bus: MessageBus, tmp_path: Path) -> None:
+    # Other tools may lock bus files with filelock.FileLock; the bus must respect them.
+    impatient = MessageBus(bus.path, lock_timeout=0.05)
+    holder = filelock.FileLock(str(bus.path / ".queue.jsonl.lock"))
+    with holder, pytest.raises(BusLockTimeout, match=r"\.queue\.jsonl\.lock"):
+        impatient.post("PING", {})
+    impatient.post("PING", {})
+    assert len(bus.messages()) == 1
+
+
+def test_without_the_descriptor_primitive_filelock_objects_are_used(
+    bus: MessageBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # filelock < 3.30 has no lock_descriptor; the bus must still lock and work.
+    monkeypatch.setattr(_files, "_lock_descriptor", None)
+    bus.post("PING", {})
+    bus.heartbeat("w1", 10, task_id="1.1")
+    assert bus.acquire_lock("a.py", "w1", "1.1")
+    impatient = MessageBus(bus.path, lock_timeout=0.05)
+    holder = filelock.FileLock(str(bus.path / ".locks.json.lock"))
+    with holder, pytest.raises(BusLockTimeout):
+        impatient.locks()
+    assert [m["type"] for m in bus.messages()] == ["PING", "FILE_LOCK"]

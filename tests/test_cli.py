@@ -115,7 +115,7 @@ def test_the_bus_folder_can_come_from_root_and_track(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "env_keys", "needed"),
+    "case",
     [
         (["status"], [], "CONDUCTOR_BUS"),
         (["heartbeat"], ["CONDUCTOR_BUS"], "CONDUCTOR_WORKER_ID"),
@@ -126,12 +126,11 @@ def test_the_bus_folder_can_come_from_root_and_track(tmp_path: Path) -> None:
 )
 def test_a_missing_variable_is_named(
     agent: dict[str, str],
-    args: list[str],
-    env_keys: list[str],
-    needed: str,
+    case: tuple[list[str], list[str], str],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    args, env_keys, needed = case
     for key in agent:
         monkeypatch.delenv(key, raising=False)
     for key in env_keys:

@@ -125,6 +125,7 @@ def test_quickstart_example_passes(
             "3.1: prose: *The greeter reads well*not machine-checked*",
         ]
     )
+    assert result.stdout.str().count("reads well") == 1
 
 
 def test_order_is_dependency_order_longest_path_first(diamond: pytest.Pytester) -> None:

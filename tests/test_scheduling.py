@@ -1,0 +1,521 @@
+"""DagScheduling driven by fake worker nodes (no processes), and the xdist hooks around it.
+
+The fake nodes follow xdist's own ``testing/test_dsession.py`` (MockNode); the "plugin"
+is simulated by writing ``state.outcomes`` before each ``mark_test_complete``, which is
+the order in which xdist delivers a node's reports and its completion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import execnet
+import pytest
+
+from pytest_conductor import xdist_hooks
+from pytest_conductor.blocking import NodeOutcome
+from pytest_conductor.plan import Node, Plan
+from pytest_conductor.scheduling import DagScheduling
+from pytest_conductor.settings import Settings
+from pytest_conductor.state import STATE_KEY, ConductorState
+
+if TYPE_CHECKING:
+    from xdist.scheduler import Scheduling
+    from xdist.workermanage import WorkerController
+
+    BaseOfMockGateway = execnet.Gateway
+    BaseOfMockNode = WorkerController
+else:
+    BaseOfMockGateway = object
+    BaseOfMockNode = object
+
+PLAN = "conductor/tracks/t/plan.md"
+
+
+class MockGateway(BaseOfMockGateway):
+    def __init__(self, gid: str) -> None:
+        self.id = gid
+
+
+class MockNode(BaseOfMockNode):
+    def __init__(self, gid: str) -> None:
+        self.sent: list[int] = []
+        self.gateway = MockGateway(gid)
+        self._shutdown = False
+
+    def send_runtest_some(self, indices: Sequence[int]) -> None:
+        assert not self._shutdown, "sent work to a worker that was shut down"
+        self.sent.extend(indices)
+
+    def shutdown(self) -> None:
+        self._shutdown = True
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutdown
+
+
+@dataclass
+class Recorder:
+    """Records what the scheduler reports on the controller."""
+
+    events: list[tuple[str, str]] = field(default_factory=list)
+    reports: list[pytest.TestReport] = field(default_factory=list)
+    collect_reports: list[pytest.CollectReport] = field(default_factory=list)
+
+    def pytest_runtest_logstart(self, nodeid: str, location: tuple[str, int | None, str]) -> None:
+        assert isinstance(location[0], str) and isinstance(location[2], str)
+        self.events.append(("logstart", nodeid))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.events.append((f"{report.when}:{report.outcome}", report.nodeid))
+        self.reports.append(report)
+
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        self.events.append(("logfinish", nodeid))
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        self.collect_reports.append(report)
+
+    def skipped(self) -> dict[str, str]:
+        """nodeid -> skip reason, from the setup reports."""
+        result = {}
+        for rep in self.reports:
+            if rep.when == "setup" and rep.skipped:
+                assert isinstance(rep.longrepr, tuple)
+                result[rep.nodeid] = rep.longrepr[2]
+        return result
+
+
+@dataclass
+class FakeSession:
+    shouldfail: bool | str = False
+    shouldstop: bool | str = False
+
+
+def nid(task: str) -> str:
+    return f"{PLAN}::{task}"
+
+
+@dataclass
+class Harness:
+    config: pytest.Config
+    state: ConductorState
+    recorder: Recorder
+    sched: DagScheduling
+    nodes: list[MockNode]
+    collection: list[str]
+
+    def start(self) -> None:
+        for node in self.nodes:
+            self.sched.add_node(node)
+        for node in self.nodes:
+            self.sched.add_node_collection(node, self.collection)
+        assert self.sched.collection_is_completed
+        self.sched.schedule()
+
+    def running(self) -> dict[str, str]:
+        """worker id -> task (or nodeid) it runs now."""
+        assert self.sched.collection is not None
+        return {
+            node.gateway.id: self.sched.collection[index].rpartition("::")[2]
+            for node, index in self.sched.node2running.items()
+            if index is not None
+        }
+
+    def complete(self, task: str, status: str = "passed") -> None:
+        """The worker running ``task`` reports it (the plugin records it), then completes."""
+        assert self.sched.collection is not None
+        for node, index in self.sched.node2running.items():
+            if index is not None and self.sched.collection[index].endswith(f"::{task}"):
+                if self.state.task_id_of(self.sched.collection[index]) is not None:
+                    self.state.outcomes[task] = NodeOutcome(status)
+                self.sched.mark_test_complete(node, index, 0.01)
+                return
+        raise AssertionError(f"{task} is not running: {self.running()}")
+
+    def node(self, gid: str) -> MockNode:
+        return next(n for n in self.nodes if n.gateway.id == gid)
+
+
+def make_state(
+    root: Path,
+    nodes: Sequence[tuple[str, Sequence[str]]],
+    *,
+    files: dict[str, tuple[str, ...]] | None = None,
+    max_workers: int = 5,
+    last_outcomes: dict[str, str] | None = None,
+) -> ConductorState:
+    plan_nodes = tuple(
+        Node(
+            id=t, name=f"name {t}", depends_on=tuple(d), files=(files or {}).get(t, ()), line=i + 3
+        )
+        for i, (t, d) in enumerate(nodes)
+    )
+    plan = Plan(path=root / PLAN, nodes=plan_nodes)
+    settings = Settings(
+        track="t", root=root, max_workers=max_workers, strict_prose=False, command_timeout=300.0
+    )
+    return ConductorState(
+        settings=settings,
+        plan=plan,
+        criteria={n.id: [] for n in plan_nodes},
+        weights={n.id: 1.0 for n in plan_nodes},
+        resources={n.id: n.files for n in plan_nodes},
+        last_outcomes=last_outcomes or {},
+    )
+
+
+class MakeHarness(Protocol):
+    def __call__(
+        self,
+        nodes: Sequence[tuple[str, Sequence[str]]],
+        *,
+        workers: int = 2,
+        args: Sequence[str] = (),
+        collection: Sequence[str] | None = None,
+        session: FakeSession | None = None,
+        files: dict[str, tuple[str, ...]] | None = None,
+        max_workers: int = 5,
+        last_outcomes: dict[str, str] | None = None,
+    ) -> Harness: ...
+
+
+@pytest.fixture
+def harness(pytester: pytest.Pytester) -> MakeHarness:
+    """A factory: a scheduler with fake workers over a small plan, on a real config."""
+
+    def make(
+        nodes: Sequence[tuple[str, Sequence[str]]],
+        *,
+        workers: int = 2,
+        args: Sequence[str] = (),
+        collection: Sequence[str] | None = None,
+        session: FakeSession | None = None,
+        files: dict[str, tuple[str, ...]] | None = None,
+        max_workers: int = 5,
+        last_outcomes: dict[str, str] | None = None,
+    ) -> Harness:
+        config = pytester.parseconfig(f"--tx={workers}*popen", *args)
+        state = make_state(
+            pytester.path, nodes, files=files, max_workers=max_workers, last_outcomes=last_outcomes
+        )
+        config.stash[STATE_KEY] = state
+        recorder = Recorder()
+        config.pluginmanager.register(recorder, "recorder")
+        if session is not None:
+            config.pluginmanager.register(session, "session")
+        sched = DagScheduling(config)
+        fakes = [MockNode(f"gw{i}") for i in range(workers)]
+        ids = [nid(t) for t, _ in nodes] if collection is None else list(collection)
+        return Harness(config, state, recorder, sched, fakes, ids)
+
+    return make
+
+
+def test_implements_the_scheduling_protocol(harness: MakeHarness) -> None:
+    h = harness([("a", ())])
+    sched: Scheduling = h.sched  # mypy checks the protocol here
+    assert sched.nodes == []
+    assert not sched.collection_is_completed
+
+
+def test_collection_completes_only_when_every_worker_reported(harness: MakeHarness) -> None:
+    h = harness([("a", ()), ("b", ("a",))])
+    for node in h.nodes:
+        h.sched.add_node(node)
+    h.sched.add_node_collection(h.nodes[0], h.collection)
+    assert not h.sched.collection_is_completed
+    assert not h.sched.tests_finished
+    h.sched.add_node_collection(h.nodes[1], h.collection)
+    assert h.sched.collection_is_completed
+    assert not h.sched.has_pending  # nothing scheduled yet
+    h.sched.schedule()
+    assert h.sched.has_pending
+    assert h.state.selected == ("a", "b")
+
+
+def test_only_ready_nodes_are_sent_one_per_worker(harness: MakeHarness) -> None:
+    h = harness([("a", ()), ("b", ()), ("c", ()), ("d", ("a", "b"))], workers=2)
+    h.start()
+    assert h.running() == {"gw0": "a", "gw1": "b"}
+    assert [len(n.sent) for n in h.nodes] == [1, 1]
+    h.complete("b")
+    assert h.running() == {"gw0": "a", "gw1": "c"}  # d still waits for a
+    h.complete("a")
+    assert h.running() == {"gw0": "d", "gw1": "c"}
+    h.complete("c")
+    h.complete("d")
+    assert h.sched.tests_finished
+    assert all(n.shutting_down for n in h.nodes)
+    assert h.recorder.reports == []  # everything ran on workers
+
+
+def test_at_most_max_workers_nodes_in_flight(harness: MakeHarness) -> None:
+    h = harness([("a", ()), ("b", ()), ("c", ())], workers=3, max_workers=2)
+    h.start()
+    assert h.running() == {"gw0": "a", "gw1": "b"}
+    h.complete("a")
+    assert h.running() == {"gw0": "c", "gw1": "b"}
+
+
+def test_nodes_sharing_a_file_do_not_overlap(harness: MakeHarness) -> None:
+    h = harness(
+        [("a", ()), ("b", ()), ("c", ())],
+        workers=3,
+        files={"a": ("store.ts",), "b": ("store.ts",)},
+    )
+    h.start()
+    assert h.running() == {"gw0": "a", "gw1": "c"}
+    h.complete("a")
+    assert h.running() == {"gw0": "b", "gw1": "c"}
+
+
+def test_failure_blocks_dependents_and_reports_them_on_the_controller(harness: MakeHarness) -> None:
+    h = harness([("a", ()), ("b", ("a",)), ("c", ("b",)), ("x", ())], workers=2)
+    h.start()
+    h.complete("a", "failed")
+    assert h.state.outcomes["b"] == NodeOutcome("blocked", "a", "blocked: dependency a failed")
+    assert h.state.outcomes["c"].root == "a"
+    assert h.recorder.skipped() == {
+        nid("b"): "blocked: dependency a failed",
+        nid("c"): "blocked: dependency a failed (via b)",
+    }
+    assert h.recorder.events[:4] == [
+        ("logstart", nid("b")),
+        ("setup:skipped", nid("b")),
+        ("teardown:passed", nid("b")),
+        ("logfinish", nid("b")),
+    ]
+    setup = h.recorder.reports[0]
+    assert not hasattr(setup, "node")
+    assert setup.location == (PLAN, 3, "task b: name b")
+    assert setup.longrepr == (PLAN, 4, "blocked: dependency a failed")
+    assert ("task_id", "b") in setup.user_properties
+    assert h.running() == {"gw1": "x"}  # the independent node still runs
+    assert not h.sched.tests_finished
+    h.complete("x")
+    assert h.sched.tests_finished
+
+
+def test_a_node_without_a_recorded_outcome_counts_as_skipped(harness: MakeHarness) -> None:
+    h = harness([("a", ()), ("b", ("a",))], workers=1)
+    h.start()
+    node = h.nodes[0]
+    h.sched.mark_test_complete(node, node.sent[-1])
+    assert h.recorder.skipped() == {nid("b"): "blocked: dependency a was skipped"}
+
+
+def test_a_deselected_dependency_that_failed_last_time_blocks_at_schedule(
+    harness: MakeHarness,
+) -> None:
+    h = harness(
+        [("a", ()), ("b", ("a",)), ("c", ())],
+        collection=[nid("b"), nid("c")],
+        last_outcomes={"a": "failed"},
+    )
+    h.start()
+    assert h.state.selected == ("b", "c")
+    assert h.recorder.skipped() == {
+        nid("b"): "blocked: dependency a not selected (last recorded outcome failed)"
+    }
+    assert h.running() == {"gw0": "c"}
+
+
+def test_user_tests_run_as_independent_work(harness: MakeHarness) -> None:
+    h = harness(
+        [("a", ()), ("b", ("a",))],
+        collection=[nid("a"), nid("b"), "tests/test_x.py::test_one"],
+    )
+    h.start()
+    assert h.running() == {"gw0": "a", "gw1": "test_one"}
+    h.complete("test_one")
+    assert "tests/test_x.py::test_one" not in h.state.outcomes
+    h.complete("a")
+    h.complete("b")
+    assert h.sched.tests_finished
+
+
+def test_collection_mismatch_is_reported_like_xdist(harness: MakeHarness) -> None:
+    h = harness([("a", ()), ("b", ())])
+    for node in h.nodes:
+        h.sched.add_node(node)
+    h.sched.add_node_collection(h.nodes[0], [nid("a"), nid("b")])
+    h.sched.add_node_collection(h.nodes[1], [nid("b"), nid("a")])
+    h.sched.schedule()
+    [report] = h.recorder.collect_reports
+    assert report.failed
+    assert report.nodeid == "gw1"
+    assert "Different tests were collected between gw0 and gw1" in str(report.longrepr)
+    assert h.sched.tests_finished
+    assert [n.sent for n in h.nodes] == [[], []]
+
+
+def test_a_crash_fails_the_node_blocks_dependents_and_a_replacement_continues(
+    harness: MakeHarness,
+) -> None:
+    h = harness([("a", ()), ("b", ("a",)), ("c", ()), ("d", ("c",))], workers=1)
+    h.start()
+    assert h.running() == {"gw0": "a"}
+    crashed = h.nodes[0]
+    assert h.sched.remove_node(crashed) == nid("a")
+    assert h.state.outcomes["a"].status == "failed"
+    assert h.recorder.skipped() == {nid("b"): "blocked: dependency a failed"}
+    assert not h.sched.tests_finished
+    # xdist replaces the worker: add_node, then its collection, then schedule().
+    clone = MockNode("gw1")
+    h.sched.add_node(clone)
+    h.sched.add_node_collection(clone, h.collection)
+    h.sched.schedule()
+    assert h.sched.collection is not None
+    assert [h.sched.collection[i] for i in clone.sent] == [nid("c")]
+    h.nodes.append(clone)
+    h.complete("c")
+    h.complete("d")
+    assert h.sched.tests_finished
+
+
+def test_a_replacement_with_another_collection_gets_no_work(harness: MakeHarness) -> None:
+    h = harness([("a", ()), ("b", ())], workers=1)
+    h.start()
+    h.sched.remove_node(h.nodes[0])
+    clone = MockNode("gw1")
+    h.sched.add_node(clone)
+    h.sched.add_node_collection(clone, [nid("b")])
+    h.sched.schedule()
+    assert clone.sent == []
+
+
+def test_crash_with_restarts_disabled_reports_the_undispatched(harness: MakeHarness) -> None:
+    h = harness(
+        [("a", ()), ("b", ()), ("c", ("b",)), ("d", ())],
+        workers=2,
+        args=["--max-worker-restart=0"],
+    )
+    h.start()
+    assert h.running() == {"gw0": "a", "gw1": "b"}
+    assert h.sched.remove_node(h.node("gw0")) == nid("a")
+    reason = "not run: worker gw0 crashed and worker restarting is disabled"
+    assert h.recorder.skipped() == {nid("c"): reason, nid("d"): reason}
+    assert h.sched.stop_reason == reason
+    assert h.state.outcomes["d"] == NodeOutcome("skipped", reason=reason)
+    assert not h.sched.tests_finished  # b still runs
+    h.complete("b")
+    assert h.sched.tests_finished
+    assert h.node("gw1").shutting_down
+
+
+def test_exitfirst_stops_dispatch_and_reports_the_rest(harness: MakeHarness) -> None:
+    session = FakeSession()
+    h = harness(
+        [("a", ()), ("b", ()), ("c", ()), ("d", ("b",))], workers=2, args=["-x"], session=session
+    )
+    h.start()
+    session.shouldfail = "stopping after 1 failures"  # what pytest's Session sets on the report
+    h.complete("a", "failed")
+    reason = "not run: stopped after the first failure (-x)"
+    assert h.recorder.skipped() == {nid("c"): reason, nid("d"): reason}
+    assert h.running() == {"gw1": "b"}  # in flight: it may finish
+    assert h.node("gw0").shutting_down  # idle and nothing more to do
+    h.complete("b")
+    assert h.sched.tests_finished
+    assert len(h.recorder.skipped()) == 2
+
+
+def test_maxfail_counts_failures_itself(harness: MakeHarness) -> None:
+    h = harness([("a", ()), ("b", ()), ("c", ()), ("d", ())], workers=2, args=["--maxfail=2"])
+    h.start()
+    h.complete("a", "failed")
+    assert h.recorder.skipped() == {}
+    h.complete("b", "failed")
+    reason = "not run: stopped after 2 failures (--maxfail=2)"
+    assert h.recorder.skipped() == {nid("d"): reason}
+
+
+def test_finish_session_reports_what_xdist_left_undispatched(harness: MakeHarness) -> None:
+    h = harness([("a", ()), ("b", ("a",))], workers=1)
+    h.start()
+    h.sched.finish_session()
+    assert h.recorder.skipped() == {
+        nid("b"): "not run: the xdist session ended before it was dispatched"
+    }
+    h.sched.finish_session()  # idempotent
+    assert len(h.recorder.skipped()) == 1
+
+
+def test_unknown_completion_is_refused(harness: MakeHarness) -> None:
+    h = harness([("a", ()), ("b", ())], workers=2)
+    h.start()
+    with pytest.raises(AssertionError, match="completed item 1, not 0"):
+        h.sched.mark_test_complete(h.nodes[0], 1)
+
+
+# -- the xdist hooks ---------------------------------------------------------------------
+
+
+def test_make_scheduler_only_under_a_track(pytester: pytest.Pytester) -> None:
+    from xdist.remote import Producer
+
+    config = pytester.parseconfig("--tx=popen")
+    assert xdist_hooks.pytest_xdist_make_scheduler(config, Producer("x", enabled=False)) is None
+    config.stash[STATE_KEY] = make_state(pytester.path, [("a", ())])
+    sched = xdist_hooks.pytest_xdist_make_scheduler(config, Producer("x", enabled=False))
+    assert isinstance(sched, DagScheduling)
+    assert config.stash[xdist_hooks.SCHEDULER_KEY] is sched
+
+
+def test_handlecrashitem_turns_the_crash_into_a_call_failure(harness: MakeHarness) -> None:
+    h = harness([("a", ())])
+    report = pytest.TestReport(
+        nid("a"),
+        (PLAN, None, PLAN),
+        {},
+        "failed",
+        "worker 'gw0' crashed",
+        "???",  # type: ignore[arg-type]
+    )
+    xdist_hooks.pytest_handlecrashitem(nid("a"), report, h.sched)
+    assert report.when == "call"
+
+
+@pytest.mark.parametrize(
+    ("args", "cap", "width", "numprocesses", "maxprocesses", "warned"),
+    [
+        ((), 5, 3, 3, None, False),  # no -n: min(cap, width)
+        ((), 2, 9, 2, None, False),
+        ((), 5, 1, None, None, False),  # a chain: in-process
+        (("-n", "0"), 5, 3, 0, None, False),
+        (("-n", "2"), 5, 3, 2, None, False),
+        (("-n", "8"), 5, 3, 5, None, True),
+        (("-n", "auto"), 5, 3, "auto", 3, False),
+        (("-n", "auto", "--maxprocesses=2"), 5, 3, "auto", 2, False),
+        (("--pdb",), 5, 3, None, None, False),  # xdist refuses --pdb with workers
+        (("--tx=popen",), 5, 3, None, None, False),  # hand-made --tx wins
+    ],
+)
+def test_choose_worker_count(
+    pytester: pytest.Pytester,
+    args: tuple[str, ...],
+    cap: int,
+    width: int,
+    numprocesses: int | str | None,
+    maxprocesses: int | None,
+    warned: bool,
+) -> None:
+    config = pytester.parseconfig(*args)
+    warning = xdist_hooks.choose_worker_count(config, cap, width)
+    assert config.option.numprocesses == numprocesses
+    assert config.option.maxprocesses == maxprocesses
+    assert (warning is not None) == warned
+    if warning:
+        assert "-n 8" in warning and "using 5" in warning
+
+
+def test_choose_worker_count_leaves_workers_alone(pytester: pytest.Pytester) -> None:
+    config = pytester.parseconfig()
+    config.workerinput = {}  # type: ignore[attr-defined]
+    assert xdist_hooks.choose_worker_count(config, 5, 3) is None
+    assert config.option.numprocesses is None
