@@ -154,11 +154,10 @@ def parse_plan(text: str, path: Path | str = "plan.md") -> Plan:
             dag.close()
         raise PlanError(path, [PlanProblem(message)])
     dag = found[0]
+    if dag.loader is None or dag.root is None:
+        raise PlanError(path, [dag.error or PlanProblem(_NO_DAG)])
     try:
-        if dag.error is not None:
-            raise PlanError(path, [dag.error])
-        assert dag.root is not None  # set whenever error is None
-        reader = _Reader(dag)
+        reader = _Reader(dag.loader, dag.block)
         plan = reader.read(path, dag.root)
     finally:
         dag.close()
@@ -275,7 +274,7 @@ def _code_blocks(lines: list[str]) -> list[_CodeBlock]:
 if TYPE_CHECKING:
     _BaseLoader = yaml.SafeLoader
 else:
-    # The C loader is ~10x faster; the pure-Python one behaves the same.
+    # The C loader is faster; the pure-Python one gives the same nodes.
     _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _BOOL_TAG = "tag:yaml.org,2002:bool"
@@ -408,10 +407,9 @@ class _ReadGroup:
 class _Reader:
     """Turns the composed YAML of the DAG block into a Plan, collecting problems."""
 
-    def __init__(self, dag: _DagBlock) -> None:
-        assert dag.loader is not None
-        self.loader = dag.loader
-        self.offset = dag.block.line + 1  # plan.md line of YAML line 0
+    def __init__(self, loader: _TextLoader, block: _CodeBlock) -> None:
+        self.loader = loader
+        self.offset = block.line + 1  # plan.md line of YAML line 0
         self.problems: list[PlanProblem] = []
 
     # helpers ------------------------------------------------------------------------

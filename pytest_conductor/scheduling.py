@@ -292,8 +292,8 @@ class DagScheduling:
         session = self.config.pluginmanager.getplugin("session")
         shouldfail = getattr(session, "shouldfail", False)
         if maxfail > 0 and (shouldfail or self._failures >= maxfail):
-            if maxfail == 1 and self.config.getoption("exitfirst", False):
-                return "not run: stopped after the first failure (-x)"
+            if maxfail == 1:  # -x is --maxfail=1: pytest keeps no trace of which was given
+                return "not run: stopped after the first failure (-x/--maxfail=1)"
             return f"not run: stopped after {maxfail} failures (--maxfail={maxfail})"
         if shouldfail:
             return f"not run: {shouldfail}"

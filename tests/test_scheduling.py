@@ -396,16 +396,16 @@ def test_crash_with_restarts_disabled_reports_the_undispatched(harness: MakeHarn
         args=["--max-worker-restart=0"],
     )
     h.start()
-    assert h.running() == {"gw0": "a", "gw1": "b"}
-    assert h.sched.remove_node(h.node("gw0")) == nid("a")
-    reason = "not run: worker gw0 crashed and worker restarting is disabled"
+    assert h.running() == {"gw0": "b", "gw1": "a"}  # b heads the longer path
+    assert h.sched.remove_node(h.node("gw1")) == nid("a")
+    reason = "not run: worker gw1 crashed and worker restarting is disabled"
     assert h.recorder.skipped() == {nid("c"): reason, nid("d"): reason}
     assert h.sched.stop_reason == reason
     assert h.state.outcomes["d"] == NodeOutcome("skipped", reason=reason)
     assert not h.sched.tests_finished  # b still runs
     h.complete("b")
     assert h.sched.tests_finished
-    assert h.node("gw1").shutting_down
+    assert h.node("gw0").shutting_down
 
 
 def test_exitfirst_stops_dispatch_and_reports_the_rest(harness: MakeHarness) -> None:
@@ -414,12 +414,13 @@ def test_exitfirst_stops_dispatch_and_reports_the_rest(harness: MakeHarness) -> 
         [("a", ()), ("b", ()), ("c", ()), ("d", ("b",))], workers=2, args=["-x"], session=session
     )
     h.start()
+    assert h.running() == {"gw0": "b", "gw1": "a"}
     session.shouldfail = "stopping after 1 failures"  # what pytest's Session sets on the report
     h.complete("a", "failed")
-    reason = "not run: stopped after the first failure (-x)"
+    reason = "not run: stopped after the first failure (-x/--maxfail=1)"
     assert h.recorder.skipped() == {nid("c"): reason, nid("d"): reason}
-    assert h.running() == {"gw1": "b"}  # in flight: it may finish
-    assert h.node("gw0").shutting_down  # idle and nothing more to do
+    assert h.running() == {"gw0": "b"}  # in flight (b heads the longer path): it may finish
+    assert h.node("gw1").shutting_down  # idle and nothing more to do
     h.complete("b")
     assert h.sched.tests_finished
     assert len(h.recorder.skipped()) == 2
@@ -482,31 +483,30 @@ def test_handlecrashitem_turns_the_crash_into_a_call_failure(harness: MakeHarnes
 
 
 @pytest.mark.parametrize(
-    ("args", "cap", "width", "numprocesses", "maxprocesses", "warned"),
+    ("args", "cap_width", "expected"),
     [
-        ((), 5, 3, 3, None, False),  # no -n: min(cap, width)
-        ((), 2, 9, 2, None, False),
-        ((), 5, 1, None, None, False),  # a chain: in-process
-        (("-n", "0"), 5, 3, 0, None, False),
-        (("-n", "2"), 5, 3, 2, None, False),
-        (("-n", "8"), 5, 3, 5, None, True),
-        (("-n", "auto"), 5, 3, "auto", 3, False),
-        (("-n", "auto", "--maxprocesses=2"), 5, 3, "auto", 2, False),
-        (("--pdb",), 5, 3, None, None, False),  # xdist refuses --pdb with workers
-        (("--tx=popen",), 5, 3, None, None, False),  # hand-made --tx wins
+        # expected: numprocesses, maxprocesses, a warning returned
+        ((), (5, 3), (3, None, False)),  # no -n: min(cap, width)
+        ((), (2, 9), (2, None, False)),
+        ((), (5, 1), (None, None, False)),  # a chain: in-process
+        (("-n", "0"), (5, 3), (0, None, False)),
+        (("-n", "2"), (5, 3), (2, None, False)),
+        (("-n", "8"), (5, 3), (5, None, True)),
+        (("-n", "auto"), (5, 3), ("auto", 3, False)),
+        (("-n", "auto", "--maxprocesses=2"), (5, 3), ("auto", 2, False)),
+        (("--pdb",), (5, 3), (None, None, False)),  # xdist refuses --pdb with workers
+        (("--tx=popen",), (5, 3), (None, None, False)),  # a hand-made --tx wins
     ],
 )
 def test_choose_worker_count(
     pytester: pytest.Pytester,
     args: tuple[str, ...],
-    cap: int,
-    width: int,
-    numprocesses: int | str | None,
-    maxprocesses: int | None,
-    warned: bool,
+    cap_width: tuple[int, int],
+    expected: tuple[int | str | None, int | None, bool],
 ) -> None:
     config = pytester.parseconfig(*args)
-    warning = xdist_hooks.choose_worker_count(config, cap, width)
+    warning = xdist_hooks.choose_worker_count(config, *cap_width)
+    numprocesses, maxprocesses, warned = expected
     assert config.option.numprocesses == numprocesses
     assert config.option.maxprocesses == maxprocesses
     assert (warning is not None) == warned

@@ -46,7 +46,7 @@ class BusLock:
     shared between threads would share the lock too, and exclude nobody.
     """
 
-    def __init__(self, path: Path, timeout: float) -> None:
+    def __init__(self, path: str | Path, timeout: float) -> None:
         self.path = path
         self.timeout = timeout
         self._fd: int | None = None
@@ -111,7 +111,7 @@ class BusLock:
             os.close(fd)
 
 
-def append_line(path: Path, data: bytes) -> None:
+def append_line(path: str | Path, data: bytes) -> None:
     """Append ``data`` (one whole line) with a single write on an ``O_APPEND`` descriptor.
 
     The caller holds the file's lock. A short write (disk full, signal) is finished under

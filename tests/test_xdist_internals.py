@@ -1,0 +1,230 @@
+"""What pytest-conductor relies on inside pytest-xdist (and pytest), asserted by name.
+
+These tests fail loudly when a new xdist changes an internal that the DAG scheduler or
+the worker patch uses: see DESIGN §9 and ``pytest_conductor/xdist_worker.py``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import execnet
+import pytest
+import xdist.dsession
+import xdist.newhooks
+import xdist.remote
+import xdist.report
+import xdist.workermanage
+from xdist.scheduler.protocol import Scheduling
+
+from pytest_conductor import xdist_worker
+from pytest_conductor.scheduling import DagScheduling
+
+
+def test_installed_xdist_is_supported() -> None:
+    found = xdist_worker.xdist_version()
+    assert found is not None
+    low, high = xdist_worker.SUPPORTED_XDIST
+    assert low <= found[:2] < high, found
+    xdist_worker.check_supported()
+
+
+def test_an_unsupported_version_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(xdist_worker, "version", lambda _name: "3.9.0")
+    with pytest.raises(pytest.UsageError, match=r"pytest-xdist 3\.9\.0 is not supported"):
+        xdist_worker.check_supported()
+
+
+def test_a_changed_worker_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(xdist.remote.WorkerInteractor, "run_one_test")
+    with pytest.raises(pytest.UsageError, match="WorkerInteractor lacks run_one_test"):
+        xdist_worker.check_supported()
+
+
+def test_worker_interactor_source_has_what_the_patch_relies_on() -> None:
+    # check_supported skips this when no source is shipped; here the source must exist.
+    for method, fragments in xdist_worker._REQUIRED_SOURCE.items():
+        source = inspect.getsource(getattr(xdist.remote.WorkerInteractor, method))
+        for fragment in fragments:
+            assert fragment in source, (method, fragment)
+
+
+def test_scheduling_protocol_is_what_dag_scheduling_implements() -> None:
+    wanted = {name for name in vars(Scheduling) if not name.startswith("_")}
+    assert wanted == {
+        "nodes",
+        "collection_is_completed",
+        "tests_finished",
+        "has_pending",
+        "add_node",
+        "add_node_collection",
+        "mark_test_complete",
+        "mark_test_pending",
+        "remove_pending_tests_from_node",
+        "remove_node",
+        "schedule",
+    }
+    for name in wanted:
+        theirs = getattr(Scheduling, name)
+        ours = getattr(DagScheduling, name)
+        if isinstance(theirs, property):
+            assert isinstance(ours, property), name
+        else:
+            assert list(inspect.signature(ours).parameters) == list(
+                inspect.signature(theirs).parameters
+            ), name
+
+
+def test_dsession_calls_and_attributes() -> None:
+    dsession = xdist.dsession.DSession
+    for name in (
+        "worker_runtest_protocol_complete",  # -> sched.mark_test_complete
+        "worker_testreport",  # reports arrive first, on the same queue
+        "worker_errordown",  # -> sched.remove_node, then handle_crashitem
+        "worker_workerfinished",
+        "handle_crashitem",
+        "triggershutdown",
+        "pytest_runtestloop",
+    ):
+        assert callable(getattr(dsession, name, None)), name
+    assert "shouldstop" in dsession.__annotations__
+    assert "self.sched = self.config.hook.pytest_xdist_make_scheduler(" in inspect.getsource(
+        dsession.pytest_runtestloop
+    )
+    assert list(inspect.signature(xdist.dsession.get_default_max_worker_restart).parameters) == [
+        "config"
+    ]
+    crash = inspect.getsource(dsession.handle_crashitem)
+    assert 'when="???"' in crash and "pytest_handlecrashitem" in crash
+
+
+def test_hookspecs() -> None:
+    make = xdist.newhooks.pytest_xdist_make_scheduler
+    assert list(inspect.signature(make).parameters) == ["config", "log"]
+    crash = xdist.newhooks.pytest_handlecrashitem
+    assert list(inspect.signature(crash).parameters) == ["crashitem", "report", "sched"]
+
+
+def test_worker_controller_and_helpers() -> None:
+    controller = xdist.workermanage.WorkerController
+    assert callable(controller.send_runtest_some)
+    assert callable(controller.shutdown)
+    assert isinstance(controller.shutting_down, property)
+    assert list(inspect.signature(xdist.report.report_collection_diff).parameters) == [
+        "from_collection",
+        "to_collection",
+        "from_id",
+        "to_id",
+    ]
+    assert hasattr(xdist.workermanage, "parse_tx_spec_config") or hasattr(
+        xdist.workermanage, "parse_spec_config"
+    )
+
+
+def test_pytest_session_is_registered_as_session(pytester: pytest.Pytester) -> None:
+    # The scheduler reads session.shouldfail / shouldstop through this name.
+    pytester.makeconftest(
+        """
+        def pytest_sessionstart(session):
+            assert session.config.pluginmanager.getplugin("session") is session
+            assert session.shouldfail is False and session.shouldstop is False
+        """
+    )
+    pytester.makepyfile("def test_ok(): pass")
+    pytester.runpytest_inprocess("-p", "no:xdist").assert_outcomes(passed=1)
+
+
+# -- the worker patch against the real WorkerInteractor ----------------------------------
+
+
+@dataclass
+class FakeChannel:
+    sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.gateway = type(
+            "Gateway", (), {"execmodel": execnet.gateway_base.get_execmodel("thread")}
+        )()
+
+    def send(self, item: tuple[str, dict[str, Any]]) -> None:
+        self.sent.append(item)
+
+    def setcallback(self, callback: object, endmarker: object) -> None:
+        pass
+
+
+@dataclass
+class FakeSession:
+    items: list[str]
+    shouldfail: bool = False
+    shouldstop: bool = False
+
+
+class ProtocolRecorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str | None]] = []
+        self.ran = threading.Event()
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: str, nextitem: str | None) -> bool:
+        self.calls.append((item, nextitem))
+        self.ran.set()
+        return True
+
+
+def make_worker(pytester: pytest.Pytester) -> tuple[Any, FakeChannel, ProtocolRecorder]:
+    config = pytester.parseconfig("-p", "no:cacheprovider")
+    config.workerinput = {"workerid": "gw0", "testrunuid": "x"}  # type: ignore[attr-defined]
+    channel = FakeChannel()
+    interactor = xdist.remote.WorkerInteractor(config, channel)  # type: ignore[arg-type]
+    interactor.session = FakeSession(items=["item0", "item1"])
+    recorder = ProtocolRecorder()
+    config.pluginmanager.register(recorder, "protocol-recorder")
+    return interactor, channel, recorder
+
+
+def run_loop(interactor: Any) -> threading.Thread:
+    thread = threading.Thread(
+        target=interactor.pytest_runtestloop, args=(interactor.session,), daemon=True
+    )
+    thread.start()
+    return thread
+
+
+def test_unpatched_worker_waits_for_the_next_item(pytester: pytest.Pytester) -> None:
+    """The reason for the patch: xdist runs item 0 only once item 1 (or shutdown) came."""
+    interactor, _, recorder = make_worker(pytester)
+    interactor.torun.put(0)
+    thread = run_loop(interactor)
+    assert not recorder.ran.wait(0.3)
+    interactor.handle_command(("shutdown", {}))
+    thread.join(5)
+    assert recorder.calls == [("item0", None)]
+
+
+def test_patched_worker_runs_each_item_as_soon_as_it_arrives(pytester: pytest.Pytester) -> None:
+    interactor, channel, recorder = make_worker(pytester)
+    xdist_worker.install(interactor.config)
+    assert xdist_worker.find_interactor(interactor.config) is interactor
+    interactor.torun.put(0)
+    thread = run_loop(interactor)
+    assert recorder.ran.wait(5), "item 0 did not run before item 1 was sent"
+    recorder.ran.clear()
+    interactor.handle_command(("runtests", {"indices": [1]}))
+    assert recorder.ran.wait(5)
+    interactor.handle_command(("shutdown", {}))
+    thread.join(5)
+    assert not thread.is_alive()
+    assert recorder.calls == [("item0", None), ("item1", None)]
+    completions = [kw for name, kw in channel.sent if name == "runtest_protocol_complete"]
+    assert [c["item_index"] for c in completions] == [0, 1]
+    assert all(isinstance(c["duration"], float) for c in completions)
+
+
+def test_install_does_nothing_outside_a_worker(pytester: pytest.Pytester) -> None:
+    config = pytester.parseconfig()
+    xdist_worker.install(config)  # no workerinput: no interactor needed, no error
+    assert xdist_worker.find_interactor(config) is None
