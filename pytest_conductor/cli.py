@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,13 +27,22 @@ from typing import Any
 from pytest_conductor.bus import (
     BusError,
     BusLockTimeout,
-    BusWarning,
     MessageBus,
     normalize_lock_path,
 )
 from pytest_conductor.timestamps import format_iso, parse_iso, utc_now
 
-__all__ = ["EXIT_FAILED", "EXIT_HELD", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "main"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_HELD",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "build_parser",
+    "main",
+    "project_path",
+    "render_frame",
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -105,7 +114,8 @@ class Context:
                     f"or create it with '{PROG} init'"
                 )
             source = self.option("worker", "CONDUCTOR_WORKER_ID") or PROG
-            self.opened = MessageBus(path, source=source)
+            # Damage reports are printed in this tool's own words (_print_warnings).
+            self.opened = MessageBus(path, source=source, warn=False)
         return self.opened
 
 
@@ -252,7 +262,8 @@ def cmd_watch(ctx: Context) -> int:
     bus = ctx.bus()
     clear = not ctx.args.once and sys.stdout.isatty()
     while True:
-        frame = render_frame(bus, utc_now(), ctx.args.stale_after, ctx.args.messages)
+        width = max(shutil.get_terminal_size((120, 40)).columns, 60)
+        frame = render_frame(bus, utc_now(), ctx.args.stale_after, ctx.args.messages, width)
         if clear:
             sys.stdout.write("\x1b[H\x1b[2J")
         sys.stdout.write(frame + "\n")
@@ -282,8 +293,13 @@ def project_path(path: str, root: Path | None) -> str:
         raise UsageError(f"{path} is outside the project root {root}") from None
 
 
-def render_frame(bus: MessageBus, now: datetime, stale_after: float, last: int) -> str:
-    """One screen of ``watch``: workers, active locks, deadlock if any, last messages."""
+def render_frame(
+    bus: MessageBus, now: datetime, stale_after: float, last: int, width: int | None = None
+) -> str:
+    """One screen of ``watch``: workers, active locks, deadlock if any, last messages.
+
+    Lines longer than ``width`` are cut, so that a frame never wraps into a mess.
+    """
     status = bus.worker_status()
     active = bus.locks(include_expired=False)
     messages = bus.messages()
@@ -303,7 +319,10 @@ def render_frame(bus: MessageBus, now: datetime, stale_after: float, last: int) 
     out += ["", f"Last messages ({len(shown)} of {len(messages)})"]
     rows = [_message_row(m) for m in shown]
     out.append(_indent(_table(["TIME", "TYPE", "SOURCE", "PAYLOAD"], rows)) if rows else "  none")
-    return "\n".join(out)
+    text = "\n".join(out)
+    if width is None:
+        return text
+    return "\n".join(ln if len(ln) <= width else ln[: width - 3] + "..." for ln in text.split("\n"))
 
 
 def _workers_table(status: dict[str, dict[str, Any]], now: datetime, stale_after: float) -> str:
@@ -631,10 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(args, args.command)
     func: Command = args.func
     try:
-        with warnings.catch_warnings():
-            # Damage reports go to stderr in this tool's own words, below.
-            warnings.simplefilter("ignore", BusWarning)
-            status = func(ctx)
+        status = func(ctx)
     except (UsageError, BusError) as error:
         print(f"{PROG} {ctx.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE

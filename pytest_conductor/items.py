@@ -56,7 +56,7 @@ class TaskItem(pytest.Item):
     def runtest(self) -> None:
         state = self.state
         settings = state.settings
-        bus = MessageBus(settings.bus_dir)
+        bus = MessageBus(settings.bus_dir, warn=False)
         context = CheckContext(
             root=settings.root,
             task_id=self.task.id,

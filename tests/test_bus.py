@@ -539,6 +539,14 @@ def test_a_truncated_queue_line_is_skipped_with_a_warning(bus: MessageBus) -> No
     assert bus.messages() == [good, later]
 
 
+def test_warn_false_only_collects(bus: MessageBus) -> None:
+    quiet = MessageBus(bus.path, warn=False)
+    bus.worker_status_path.write_text("[]")
+    assert quiet.worker_status() == {}  # no BusWarning raised (filterwarnings=error)
+    assert len(quiet.warnings) == 1
+    assert "worker-status.json was damaged" in quiet.warnings[0]
+
+
 def test_garbage_queue_lines_are_skipped(bus: MessageBus) -> None:
     bus.queue_path.write_bytes(b'not json\n[1, 2]\n{"no": "type"}\n\n')
     good = bus.post("PING", {})

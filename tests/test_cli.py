@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_conductor.bus import MessageBus
-from pytest_conductor.cli import main
+from pytest_conductor.bus import MESSAGE_TYPES, MessageBus
+from pytest_conductor.cli import build_parser, main
 from pytest_conductor.timestamps import format_iso, utc_now
 
 COMMANDS = [
@@ -394,3 +395,50 @@ def test_watch_once_prints_one_frame(bus: MessageBus, agent: dict[str, str]) -> 
     assert "Last messages (3 of 3)" in out
     assert "TASK_COMPLETE" in out and "BLOCKED" in out
     assert "DEADLOCK" not in out
+
+
+def test_watch_stops_on_ctrl_c(bus: MessageBus, agent: dict[str, str]) -> None:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CONDUCTOR_")}, **agent}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pytest_conductor.cli", "watch", "--interval", "0.1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        while "Last messages" not in child.stdout.readline():
+            pass
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 130
+    assert "Traceback" not in err
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "bus.md"
+
+
+def test_every_command_line_in_the_bus_docs_parses() -> None:
+    parser = build_parser()
+    lines = [
+        line.strip().split("#")[0]
+        for line in DOCS.read_text(encoding="utf-8").splitlines()
+        if line.strip().startswith("conductor-bus ") and "watch  /" not in line
+    ]
+    assert len(lines) >= 12
+    for line in lines:
+        args = shlex.split(line.replace("$(git rev-parse HEAD)", "abc"))[1:]
+        parsed = parser.parse_args(args)
+        assert parsed.command in COMMANDS, line
+
+
+def test_every_message_type_is_documented() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    for kind in MESSAGE_TYPES:
+        assert f"| `{kind}` |" in text, kind
+        assert f'"type": "{kind}"' in text, kind

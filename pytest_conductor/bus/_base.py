@@ -48,10 +48,12 @@ class BusBase:
         source: str = "controller",
         clock: Callable[[], datetime] | None = None,
         lock_timeout: float = 60.0,
+        warn: bool = True,
     ) -> None:
-        self.path = Path(bus_dir)
+        self._path = Path(bus_dir)
         self.source = source
         self.lock_timeout = lock_timeout
+        self.warn = warn
         #: Every damage report seen by this object, oldest first.
         self.warnings: list[str] = []
         self._clock = clock or utc_now
@@ -65,6 +67,11 @@ class BusBase:
         return f"MessageBus({str(self.path)!r}, source={self.source!r})"
 
     # -- paths ---------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        """The bus folder (read-only: lock and queue paths are derived from it once)."""
+        return self._path
 
     @property
     def queue_path(self) -> Path:
@@ -218,7 +225,7 @@ class BusBase:
         return data
 
     def _store(self, name: str, data: Mapping[str, Any]) -> None:
-        text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+        text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False)
         atomic_write(self.path / name, (text + "\n").encode("utf-8"))
 
     def _defer(self, message: str) -> None:
@@ -229,6 +236,8 @@ class BusBase:
 
     def _emit(self) -> None:
         pending, self._pending = self._pending, []
+        if not self.warn:
+            return
         for message in pending:
             warnings.warn(BusWarning(message), stacklevel=3)
 

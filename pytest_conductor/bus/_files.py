@@ -85,7 +85,8 @@ class BusLock:
         self._fd = fd
 
     def _acquire_with_filelock(self) -> None:
-        lock = filelock.FileLock(str(self.path), timeout=self.timeout)
+        # Same short poll as above; filelock's default 50 ms stalls every contended post.
+        lock = filelock.FileLock(str(self.path), timeout=self.timeout, poll_interval=0.001)
         try:
             lock.acquire()
         except filelock.Timeout:

@@ -58,6 +58,9 @@ class MessageBus(WorkerStatusPart, FileLocksPart):
     ``source`` fills the envelope's ``source`` field (the controller, or a worker id).
     ``clock`` returns an aware UTC datetime; tests pass a fake one to age locks.
     ``lock_timeout`` bounds the wait for another process's bus lock (seconds).
+    ``warn=False`` only collects damage reports in ``warnings`` instead of also raising
+    :class:`BusWarning`: a caller running under ``filterwarnings=error`` (the pytest
+    plugin, in a user's session) would otherwise get them as exceptions.
     """
 
     # -- setup and rotation --------------------------------------------------------
