@@ -1,4 +1,4 @@
-"""Build the run's :class:`ConductorState` from settings: find the track, read and check the plan."""
+"""Build the run's ConductorState: find the track, read the plan and check its criteria."""
 
 from __future__ import annotations
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Generator
-from pathlib import Path
 
 import pytest
 
-from pytest_conductor import hookspecs
+from pytest_conductor import hookspecs, xdist_hooks
 from pytest_conductor.acceptance import BUILTIN_KINDS
+from pytest_conductor.graph import width
 from pytest_conductor.loading import (
     TrackError,
     check_criteria,
@@ -20,6 +20,8 @@ from pytest_conductor.plan import PlanError
 from pytest_conductor.settings import add_options, resolve_settings
 from pytest_conductor.state import STATE_KEY, ConductorState, get_state
 from pytest_conductor.track_plugin import CACHE_DURATIONS, CACHE_OUTCOMES, TrackPlugin
+from pytest_conductor.warnings import ConductorWarning
+from pytest_conductor.xdist_hooks import choose_worker_count
 
 __all__ = [
     "pytest_addhooks",
@@ -70,12 +72,16 @@ def _load_state(config: pytest.Config) -> ConductorState | None:
 def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object]:
     # Runs before xdist's own cmdline_main turns -n into --tx, so a bad plan fails fast and
     # the worker count can still be chosen from the plan.
-    _load_state(config)
+    state = _load_state(config)
+    if state is not None and config.pluginmanager.hasplugin("xdist"):
+        warning = choose_worker_count(config, state.settings.max_workers, width(state.plan.deps))
+        if warning is not None:
+            config.issue_config_time_warning(ConductorWarning(warning), stacklevel=2)
     return (yield)
 
 
 def _load_history(config: pytest.Config, state: ConductorState) -> None:
-    """Last outcomes and measured durations from the pytest cache (absent with -p no:cacheprovider)."""
+    """Last outcomes and measured durations from the pytest cache (absent: -p no:cacheprovider)."""
     cache = getattr(config, "cache", None)
     if cache is None:
         return
@@ -96,3 +102,5 @@ def pytest_configure(config: pytest.Config) -> None:
         # No paths on the command line: run only the track, not the user's whole test suite.
         config.args = [str(state.settings.plan_path)]
     config.pluginmanager.register(TrackPlugin(state), "conductor-track")
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(xdist_hooks, "conductor-xdist")

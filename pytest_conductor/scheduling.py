@@ -318,6 +318,16 @@ class DagScheduling:
         for key, why in blocked:
             self._report_not_run(key, why.reason)
 
+    def location_of(self, nodeid: str) -> tuple[str, int | None, str]:
+        """The report location of an item, as its own worker would give it (the controller
+        has no items): plan.md and the node's 0-based line, ``task <id>: <name>``."""
+        path, _, name = nodeid.partition("::")
+        task = self.state.task_id_of(nodeid)
+        if task is None or task not in self.state.plan.deps:
+            return (path, None, name or nodeid)
+        node = self.state.plan.node(task)
+        return (path, node.line - 1 if node.line else None, f"task {task}: {node.name}")
+
     def _report_not_run(self, key: str, reason: str) -> None:
         """Report an item no worker will run: a skipped setup and a passed teardown.
 
@@ -328,14 +338,9 @@ class DagScheduling:
         index = self._index_of[key]
         nodeid = self.collection[index]
         task = self._tasks[index]
-        path, _, name = nodeid.partition("::")
-        line: int | None = None
-        domain = name or nodeid
-        if task is not None:
-            node = self.state.plan.node(task)
-            line = node.line - 1 if node.line else None  # 0-based, like item locations
-            domain = f"task {task}: {node.name}"
-        location = (path, line, domain)
+        location = self.location_of(nodeid)
+        path, line, _ = location
+        name = nodeid.rpartition("::")[2]
         props: list[tuple[str, object]] = [("task_id", task)] if task is not None else []
         keywords: dict[str, Literal[1]] = {name or nodeid: 1}
         now = time.time()

@@ -1,4 +1,4 @@
-"""Options of the plugin: registration and resolution (CLI > ini > default) into one frozen object."""
+"""Options of the plugin: registration, and resolution (CLI > ini > default) into Settings."""
 
 from __future__ import annotations
 

@@ -41,8 +41,8 @@ class ConductorState:
     def record(self, task_id: str, when: str, status: str, duration: float) -> None:
         """Fold one test report into the node's outcome (controller side)."""
         current = self.outcomes.get(task_id)
-        if current is not None and current.status in ("blocked", "failed"):
-            return  # a blocked node was decided by the runner; a failure is final
+        if current is not None and (current.status in ("blocked", "failed") or current.reason):
+            return  # decided by the runner (blocked, not run) or final (failed)
         if when == "call":
             self.durations[task_id] = duration
             self.outcomes[task_id] = NodeOutcome(status)

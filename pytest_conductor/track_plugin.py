@@ -105,14 +105,15 @@ class TrackPlugin:
 
     def _save_history(self, config: pytest.Config) -> None:
         """Outcomes and durations for the next run: --lf, deselected deps and path weights."""
-        if config.cache is None:
+        cache = getattr(config, "cache", None)  # absent under -p no:cacheprovider
+        if cache is None:
             return
         state = self.state
         track = str(state.settings.track)
         outcomes = dict(state.last_outcomes)
         outcomes.update({t: o.status for t, o in state.outcomes.items()})
-        config.cache.set(CACHE_OUTCOMES.format(track=track), outcomes)
+        cache.set(CACHE_OUTCOMES.format(track=track), outcomes)
         key = CACHE_DURATIONS.format(track=track)
-        durations = dict(config.cache.get(key, {}))
+        durations = dict(cache.get(key, {}))
         durations.update(state.durations)
-        config.cache.set(key, durations)
+        cache.set(key, durations)

@@ -69,13 +69,19 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> Schedul
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_handlecrashitem(crashitem: str, report: pytest.TestReport, sched: Scheduling) -> None:
-    """A node whose worker died failed: make its report a call failure.
+    """A node whose worker died failed: make its report a call failure of that node.
 
     xdist reports it with ``when="???"``, which junitxml writes as an error "failed on
-    setup" and the terminal counts as an error; the node did fail while it ran.
+    setup" and the terminal counts as an error; the node did fail while it ran. The
+    location and ``task_id`` property are those a worker's report of the node carries.
     """
-    if isinstance(sched, DagScheduling):
-        report.when = "call"
+    if not isinstance(sched, DagScheduling):
+        return
+    report.when = "call"
+    report.location = sched.location_of(crashitem)
+    task = sched.state.task_id_of(crashitem)
+    if task is not None:
+        report.user_properties = [("task_id", task)]
 
 
 @pytest.hookimpl(wrapper=True)

@@ -480,6 +480,8 @@ def test_handlecrashitem_turns_the_crash_into_a_call_failure(harness: MakeHarnes
     )
     xdist_hooks.pytest_handlecrashitem(nid("a"), report, h.sched)
     assert report.when == "call"
+    assert report.location == (PLAN, 2, "task a: name a")
+    assert report.user_properties == [("task_id", "a")]
 
 
 @pytest.mark.parametrize(

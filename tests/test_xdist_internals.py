@@ -156,33 +156,51 @@ class FakeChannel:
         pass
 
 
+@dataclass(frozen=True)
+class FakeItem:
+    nodeid: str
+
+
 @dataclass
 class FakeSession:
-    items: list[str]
+    items: list[FakeItem]
     shouldfail: bool = False
     shouldstop: bool = False
 
 
 class ProtocolRecorder:
+    """Stands in for ``config.hook`` in the worker loop: records each runtest_protocol."""
+
     def __init__(self) -> None:
-        self.calls: list[tuple[str, str | None]] = []
+        self.calls: list[tuple[str, str | None]] = []  # nodeids of item, nextitem
         self.ran = threading.Event()
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_protocol(self, item: str, nextitem: str | None) -> bool:
-        self.calls.append((item, nextitem))
+    def pytest_runtest_protocol(self, item: FakeItem, nextitem: FakeItem | None) -> bool:
+        self.calls.append((item.nodeid, nextitem.nodeid if nextitem else None))
         self.ran.set()
         return True
 
 
-def make_worker(pytester: pytest.Pytester) -> tuple[Any, FakeChannel, ProtocolRecorder]:
+@dataclass
+class HookConfig:
+    hook: ProtocolRecorder
+
+
+def make_worker(
+    pytester: pytest.Pytester, *, patched: bool
+) -> tuple[Any, FakeChannel, ProtocolRecorder]:
+    """A real WorkerInteractor on a fake channel, items and hook (no process, no items)."""
     config = pytester.parseconfig("-p", "no:cacheprovider")
     config.workerinput = {"workerid": "gw0", "testrunuid": "x"}  # type: ignore[attr-defined]
     channel = FakeChannel()
-    interactor = xdist.remote.WorkerInteractor(config, channel)  # type: ignore[arg-type]
-    interactor.session = FakeSession(items=["item0", "item1"])
+    interactor: Any = xdist.remote.WorkerInteractor(config, channel)  # type: ignore[arg-type]
+    if patched:
+        assert xdist_worker.find_interactor(config) is interactor
+        xdist_worker.install(config)
+    interactor.session = FakeSession(items=[FakeItem("item0"), FakeItem("item1")])
     recorder = ProtocolRecorder()
-    config.pluginmanager.register(recorder, "protocol-recorder")
+    # Only the loop's own hook call is observed: real plugins would want real items.
+    interactor.config = HookConfig(recorder)
     return interactor, channel, recorder
 
 
@@ -196,7 +214,7 @@ def run_loop(interactor: Any) -> threading.Thread:
 
 def test_unpatched_worker_waits_for_the_next_item(pytester: pytest.Pytester) -> None:
     """The reason for the patch: xdist runs item 0 only once item 1 (or shutdown) came."""
-    interactor, _, recorder = make_worker(pytester)
+    interactor, _, recorder = make_worker(pytester, patched=False)
     interactor.torun.put(0)
     thread = run_loop(interactor)
     assert not recorder.ran.wait(0.3)
@@ -206,9 +224,7 @@ def test_unpatched_worker_waits_for_the_next_item(pytester: pytest.Pytester) -> 
 
 
 def test_patched_worker_runs_each_item_as_soon_as_it_arrives(pytester: pytest.Pytester) -> None:
-    interactor, channel, recorder = make_worker(pytester)
-    xdist_worker.install(interactor.config)
-    assert xdist_worker.find_interactor(interactor.config) is interactor
+    interactor, channel, recorder = make_worker(pytester, patched=True)
     interactor.torun.put(0)
     thread = run_loop(interactor)
     assert recorder.ran.wait(5), "item 0 did not run before item 1 was sent"
