@@ -3,15 +3,7 @@
 Pure Python: no pytest import. Every problem found in a plan is collected and raised
 together as one :class:`PlanError` whose message names plan.md line numbers.
 
-How the DAG block is found: plan.md is scanned for fenced code blocks (backticks or
-tildes, any indentation). A ```` ```markdown ```` / ```` ```md ```` fence is a container,
-not a code block: the fences inside it count. Inside a container, a bare fence line
-closes the container (as CommonMark says) unless the lines after it hold a ``dag:`` key,
-in which case it opens an unlabelled block; that is how planners write a bare DAG block
-inside a ```` ```markdown ```` fence. Fences inside multi-line HTML comments are ignored
-(a commented-out old DAG is not a second DAG). Among the ``yaml``/``yml``/unlabelled
-blocks, the DAG block is the one whose YAML has a top-level ``dag:`` key (or, when the
-YAML does not parse, that has a ``dag:`` line, so its syntax error is reported).
+How the DAG block is found is in :mod:`pytest_conductor.markdown_blocks`.
 
 YAML scalars are read as text: ``1.10`` stays ``"1.10"``; only ``true``/``false`` (and
 the other YAML 1.1 booleans) and ``null`` keep their meaning, and where text is wanted
@@ -32,6 +24,7 @@ from yaml.nodes import Node as YamlNode
 
 from pytest_conductor.durations import parse_duration
 from pytest_conductor.graph import find_cycle
+from pytest_conductor.markdown_blocks import DAG_LINE, CodeBlock, code_blocks
 
 __all__ = ["Group", "Node", "Plan", "PlanError", "PlanProblem", "load_plan", "parse_plan"]
 
@@ -136,7 +129,7 @@ def parse_plan(text: str, path: Path | str = "plan.md") -> Plan:
     lines = _LINE_BREAKS.split(text)
     found = [
         dag
-        for block in _code_blocks(lines)
+        for block in code_blocks(lines)
         if block.lang in _YAML_LANGS
         for dag in [_read_dag_block(block)]
         if dag is not None
@@ -176,99 +169,6 @@ _NO_DAG = (
     'holding `nodes:`, e.g. `dag: {nodes: [{id: "1.1", depends_on: []}]}`'
 )
 _YAML_LANGS = frozenset({"yaml", "yml", ""})
-_CONTAINER_LANGS = frozenset({"markdown", "md"})
-_FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
-_DAG_KEY = r"""["']?dag["']?[ \t]*:(?:[ \t]|$)"""
-_DAG_LINE = re.compile(_DAG_KEY)
-_INDENTED_DAG_LINE = re.compile(r"[ \t]*" + _DAG_KEY)
-
-
-@dataclass(frozen=True)
-class _Fence:
-    char: str
-    length: int
-    info: str
-    indent: int
-
-    @property
-    def lang(self) -> str:
-        words = self.info.split()
-        return words[0].strip("{}.").lower() if words else ""
-
-    def closes(self, opener: _Fence) -> bool:
-        return not self.info and self.char == opener.char and self.length >= opener.length
-
-
-@dataclass(frozen=True)
-class _CodeBlock:
-    lang: str
-    line: int  # 1-based plan.md line of the opening fence
-    indent: int  # columns removed from each content line
-    lines: tuple[str, ...]
-
-
-def _fence(line: str) -> _Fence | None:
-    match = _FENCE.match(line)
-    if match is None:
-        return None
-    fence, info = match["fence"], match["info"].strip()
-    if fence[0] == "`" and "`" in info:  # ```inline code``` is not a fence (CommonMark)
-        return None
-    return _Fence(fence[0], len(fence), info, len(match["indent"]))
-
-
-def _dag_follows(lines: list[str], start: int, opener: _Fence) -> bool:
-    """Whether the lines from ``start`` up to the next fence line hold a ``dag:`` key."""
-    for line in lines[start:]:
-        fence = _fence(line)
-        if fence is not None and fence.char == opener.char:
-            return False
-        if _INDENTED_DAG_LINE.match(line):
-            return True
-    return False
-
-
-def _dedent(line: str, indent: int) -> str:
-    stripped = line.lstrip(" \t")
-    removed = min(indent, len(line) - len(stripped))
-    return line[removed:]
-
-
-def _code_blocks(lines: list[str]) -> list[_CodeBlock]:
-    """Every fenced code block, with ``markdown`` fences seen through (see module doc)."""
-    blocks: list[_CodeBlock] = []
-    containers: list[_Fence] = []
-    in_comment = False
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        i += 1
-        if in_comment:
-            in_comment = "-->" not in line
-            continue
-        fence = _fence(line)
-        if fence is None:
-            start = line.lstrip()
-            in_comment = start.startswith("<!--") and "-->" not in start[4:]
-            continue
-        if containers and fence.closes(containers[-1]) and not _dag_follows(lines, i, fence):
-            containers.pop()
-            continue
-        if fence.lang in _CONTAINER_LANGS:
-            containers.append(fence)
-            continue
-        end = i
-        while end < len(lines):
-            closing = _fence(lines[end])
-            if closing is not None and closing.closes(fence):
-                break
-            end += 1
-        content = tuple(_dedent(text, fence.indent) for text in lines[i:end])
-        blocks.append(_CodeBlock(fence.lang, i, fence.indent, content))
-        i = end + 1  # an unclosed block runs to the end of the document, as in CommonMark
-    return blocks
-
-
 # --- YAML ----------------------------------------------------------------------------
 
 if TYPE_CHECKING:
@@ -302,7 +202,7 @@ _CONSTRUCT_ERRORS = (yaml.YAMLError, ValueError, TypeError, OverflowError, Recur
 
 @dataclass
 class _DagBlock:
-    block: _CodeBlock
+    block: CodeBlock
     loader: _TextLoader | None
     root: MappingNode | None
     error: PlanProblem | None
@@ -313,7 +213,7 @@ class _DagBlock:
             self.loader = None
 
 
-def _read_dag_block(block: _CodeBlock) -> _DagBlock | None:
+def _read_dag_block(block: CodeBlock) -> _DagBlock | None:
     """The block as the DAG block, or None when it is some other YAML or code."""
     source = "\n".join(block.lines)
     loader = _TextLoader(source)
@@ -321,7 +221,7 @@ def _read_dag_block(block: _CodeBlock) -> _DagBlock | None:
         root = loader.get_single_node()
     except (yaml.YAMLError, RecursionError) as exc:
         loader.dispose()
-        if any(_DAG_LINE.match(line) for line in block.lines):
+        if any(DAG_LINE.match(line) for line in block.lines):
             return _DagBlock(block, None, None, _yaml_problem(exc, block, source))
         return None
     if isinstance(root, MappingNode) and any(_is_key(key, "dag") for key, _ in root.value):
@@ -330,7 +230,7 @@ def _read_dag_block(block: _CodeBlock) -> _DagBlock | None:
     return None
 
 
-def _yaml_problem(exc: BaseException, block: _CodeBlock, source: str) -> PlanProblem:
+def _yaml_problem(exc: BaseException, block: CodeBlock, source: str) -> PlanProblem:
     if isinstance(exc, yaml.MarkedYAMLError):
         detail = ", ".join(part for part in (exc.context, exc.problem) if part) or str(exc)
         mark = exc.problem_mark or exc.context_mark
@@ -407,7 +307,7 @@ class _ReadGroup:
 class _Reader:
     """Turns the composed YAML of the DAG block into a Plan, collecting problems."""
 
-    def __init__(self, loader: _TextLoader, block: _CodeBlock) -> None:
+    def __init__(self, loader: _TextLoader, block: CodeBlock) -> None:
         self.loader = loader
         self.offset = block.line + 1  # plan.md line of YAML line 0
         self.problems: list[PlanProblem] = []
