@@ -237,7 +237,9 @@ def _yaml_problem(exc: BaseException, block: CodeBlock, source: str) -> PlanProb
         if mark is None:
             return PlanProblem(f"invalid YAML: {detail}", block.line)
         column = mark.column + 1 + block.indent
-        return PlanProblem(f"invalid YAML: {detail} (column {column})", block.line + 1 + mark.line)
+        # An error at the end of the stream is marked one line past the block's last line.
+        line = min(block.line + 1 + mark.line, block.line + max(len(block.lines), 1))
+        return PlanProblem(f"invalid YAML: {detail} (column {column})", line)
     if isinstance(exc, yaml.reader.ReaderError):
         # The C reader counts bytes and the Python one characters: find the character.
         char = chr(exc.character) if isinstance(exc.character, int) else str(exc.character)

@@ -747,3 +747,9 @@ def test_valid_plans_round_trip(case: tuple[str, dict[str, tuple[str, ...]]]) ->
 def test_inline_triple_backticks_are_not_a_fence() -> None:
     text = "Write ```dag:``` in a block:\n```yaml\ndag: {nodes: [{id: a}]}\n```\n"
     assert parse_plan(text).dag_line == 3
+
+
+def test_yaml_error_at_end_of_an_unclosed_block_names_a_line_of_the_file() -> None:
+    with pytest.raises(PlanError) as info:
+        parse_plan("```yaml\ndag:\n~~~")
+    assert [p.line for p in info.value.problems] == [3]
