@@ -8,6 +8,7 @@ import pytest
 
 from pytest_conductor import hookspecs, xdist_hooks
 from pytest_conductor.acceptance import BUILTIN_KINDS
+from pytest_conductor.agents_plugin import AgentsPlugin
 from pytest_conductor.graph import width
 from pytest_conductor.loading import (
     TrackError,
@@ -17,6 +18,7 @@ from pytest_conductor.loading import (
     node_weights,
 )
 from pytest_conductor.plan import PlanError
+from pytest_conductor.report_plugin import ReportPlugin
 from pytest_conductor.settings import add_options, resolve_settings
 from pytest_conductor.state import STATE_KEY, ConductorState, get_state
 from pytest_conductor.track_plugin import CACHE_DURATIONS, CACHE_OUTCOMES, TrackPlugin
@@ -102,5 +104,10 @@ def pytest_configure(config: pytest.Config) -> None:
         # No paths on the command line: run only the track, not the user's whole test suite.
         config.args = [str(state.settings.plan_path)]
     config.pluginmanager.register(TrackPlugin(state), "conductor-track")
+    config.pluginmanager.register(
+        ReportPlugin(state, metadata_lock_timeout=state.settings.metadata_lock_timeout),
+        "conductor-report",
+    )
+    config.pluginmanager.register(AgentsPlugin(state, config), "conductor-agents")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(xdist_hooks, "conductor-xdist")

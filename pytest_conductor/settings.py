@@ -88,6 +88,15 @@ OPTIONS: tuple[Option, ...] = (
         metavar="PATH",
     ),
     Option(
+        "--conductor-metadata-lock-timeout",
+        "conductor_metadata_lock_timeout",
+        "wait this long for the orchestrator's .metadata.lock before leaving metadata.json "
+        "alone with a warning (default: 30s)",
+        ini="conductor_metadata_lock_timeout",
+        default="30s",
+        metavar="DURATION",
+    ),
+    Option(
         "--conductor-strict-prose",
         "conductor_strict_prose",
         "fail prose acceptance criteria that no machine can check (default: pass them with a note)",
@@ -121,6 +130,7 @@ class Settings:
     heartbeat: float = 300.0
     retries: int = 0
     graph: Path | None = None
+    metadata_lock_timeout: float = 30.0
 
     @property
     def active(self) -> bool:
@@ -208,6 +218,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
         value, where = _raw(config, _by_dest(bad))
         raise _usage(where, str(value), "expected a duration above zero")
     retries = _whole_number(config, "conductor_retries", minimum=0)
+    metadata_lock_timeout = _duration(config, "conductor_metadata_lock_timeout")
     graph_raw, _ = _raw(config, _by_dest("conductor_graph"))
     graph = None
     if graph_raw is not None:
@@ -228,6 +239,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
         heartbeat=heartbeat,
         retries=retries,
         graph=graph,
+        metadata_lock_timeout=metadata_lock_timeout,
     )
 
 

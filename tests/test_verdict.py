@@ -1,0 +1,64 @@
+"""The verdict: PASS iff a node ran and none failed or was blocked; one line of JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pytest_conductor.verdict import FAIL, PASS, Verdict, decide
+
+
+def test_all_passed_is_pass() -> None:
+    verdict = decide(["1.1", "1.2"], {"1.1": "passed", "1.2": "passed"}, track="t", files_changed=3)
+    assert verdict == Verdict(PASS, "Track t: 2 of 2 nodes passed.", 3)
+    assert verdict.passed
+
+
+@pytest.mark.parametrize("bad", ["failed", "blocked"])
+def test_a_failed_or_blocked_node_fails_the_run(bad: str) -> None:
+    verdict = decide(["1.1", "1.2"], {"1.1": "passed", "1.2": bad}, track="t", files_changed=0)
+    assert verdict.verdict == FAIL
+    assert f"1 {bad} (1.2)" in verdict.summary
+
+
+def test_summary_names_failed_blocked_and_not_run_nodes() -> None:
+    statuses = {"a": "passed", "b": "failed", "c": "blocked", "d": "skipped"}
+    verdict = decide(["a", "b", "c", "d", "e"], statuses, track="t", files_changed=0)
+    assert verdict.summary == (
+        "Track t: 1 of 5 nodes passed; 1 failed (b), 1 blocked (c), 2 not run (d, e)."
+    )
+
+
+def test_no_node_ran_is_fail() -> None:
+    verdict = decide(["a"], {"a": "skipped"}, track="t", files_changed=0)
+    assert verdict.verdict == FAIL
+    assert verdict.summary == "Track t: no node ran; 1 not run (a)."
+    nothing = decide([], {}, track="t", files_changed=0)
+    assert nothing.verdict == FAIL
+    assert "no node was selected" in nothing.summary
+
+
+def test_interrupted_run_fails_even_if_all_that_ran_passed() -> None:
+    verdict = decide(["a", "b"], {"a": "passed"}, track="t", files_changed=1, interrupted=True)
+    assert verdict.verdict == FAIL
+    assert verdict.summary == "Track t: interrupted after 1 of 2 nodes passed; 1 not run (b)."
+
+
+def test_long_id_lists_are_cut() -> None:
+    ids = [f"n{i}" for i in range(8)]
+    verdict = decide(ids, dict.fromkeys(ids, "failed"), track="t", files_changed=0)
+    assert "8 failed (n0, n1, n2, n3, n4 and 3 more)" in verdict.summary
+
+
+def test_line_is_one_json_object_in_the_documented_key_order() -> None:
+    verdict = Verdict(FAIL, 'a "quoted"\nsummary', 2)
+    line = verdict.line()
+    assert "\n" not in line
+    assert list(json.loads(line)) == ["verdict", "summary", "files_changed"]
+    assert json.loads(line) == {
+        "verdict": "FAIL",
+        "summary": 'a "quoted"\nsummary',
+        "files_changed": 2,
+    }
+    assert line.startswith('{"verdict": "FAIL", "summary": ')
