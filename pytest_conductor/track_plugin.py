@@ -67,15 +67,17 @@ class TrackPlugin:
     def pytest_report_teststatus(
         self, report: pytest.TestReport, config: pytest.Config
     ) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
-        """``-v`` shows each node's name after its outcome."""
+        """``-v`` shows each passed node's name after its outcome.
+
+        Failures already carry the name in their section header; a name in the FAILED
+        word would also land, oddly placed, in the short test summary.
+        """
         task_id = self.state.task_id_of(report.nodeid)
         if task_id is None or report.when != "call" or hasattr(report, "wasxfail"):
             return None
         name = self.state.plan.node(task_id).name
         if report.passed:
             return "passed", ".", (f"PASSED ({name})", {"green": True})
-        if report.failed:
-            return "failed", "F", (f"FAILED ({name})", {"red": True})
         return None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
