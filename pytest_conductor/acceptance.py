@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO
 
 from pytest_conductor.durations import format_duration, parse_duration
+from pytest_conductor.processes import KILL_GRACE, kill_group
 
 __all__ = [
     "BUILTIN_KINDS",
@@ -54,8 +55,6 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 _TAIL_LINES = 40
 # Bytes of command output kept in memory; the tail is all a report needs.
 _TAIL_BYTES = 256 * 1024
-# Time a process group gets between SIGTERM and SIGKILL.
-_KILL_GRACE = 2.0
 _PYTEST_EXIT_MEANING = {
     1: "tests failed",
     2: "interrupted",
@@ -561,11 +560,11 @@ def _run(argv: list[str], root: Path, env: Mapping[str, str], timeout: float) ->
     except BaseException:
         # Ctrl-C: the command sits in its own session, so the terminal's SIGINT never
         # reached it; without this it would outlive us.
-        _kill_group(proc)
+        kill_group(proc)
         raise
     # Also after a normal exit: what the command left running in its group would be orphaned.
-    _kill_group(proc)
-    reader.join(timeout=_KILL_GRACE)
+    kill_group(proc)
+    reader.join(timeout=KILL_GRACE)
     output = b"".join(list(chunks)).decode("utf-8", errors="replace")
     return _Run(returncode=proc.returncode, output=output, timed_out=timed_out)
 
@@ -583,60 +582,6 @@ def _drain(stream: IO[bytes], chunks: collections.deque[bytes]) -> None:
         pass
     finally:
         stream.close()
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """TERM the process group of ``proc``, KILL it after a grace period, reap ``proc``."""
-    pgid = proc.pid  # start_new_session made it the group leader
-    if not _signal_group(pgid, signal.SIGTERM):
-        proc.wait()
-        return
-    deadline = time.monotonic() + _KILL_GRACE
-    while time.monotonic() < deadline:
-        # Reaping the leader matters: while it is a zombie the group still "exists".
-        proc.poll()
-        if not _group_running(pgid):
-            proc.wait()
-            return
-        time.sleep(0.02)
-    _signal_group(pgid, signal.SIGKILL)
-    proc.wait()
-
-
-def _group_running(pgid: int) -> bool:
-    """Whether a live (non-zombie) process is left in group ``pgid``.
-
-    Orphans are reparented to PID 1, and in containers PID 1 often never reaps them, so a
-    dead group can linger as zombies; ``killpg(pgid, 0)`` alone would wait out the grace.
-    """
-    if not _signal_group(pgid, 0):
-        return False
-    proc_dir = Path("/proc")
-    if not proc_dir.is_dir():
-        return True
-    for entry in proc_dir.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # exited meanwhile, or not a process entry
-        state, pgrp = fields[0], fields[2]
-        if pgrp == str(pgid) and state not in ("Z", "X"):
-            return True
-    return False
-
-
-def _signal_group(pgid: int, sig: int) -> bool:
-    """Send ``sig`` to the group; False when the group is gone."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        # A member changed its credentials (setuid); nothing more we may do to it.
-        return False
-    return True
 
 
 def _pytest_final_line(lines: Sequence[str]) -> str:

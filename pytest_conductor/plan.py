@@ -15,7 +15,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import yaml
@@ -93,20 +95,23 @@ class Plan:
     groups: tuple[Group, ...] = ()
     dag_line: int | None = None  # line of the ``dag:`` key in plan.md
 
-    def node(self, node_id: str) -> Node:
-        for n in self.nodes:
-            if n.id == node_id:
-                return n
-        raise KeyError(node_id)
+    # Cached: the scheduler and the reporters ask once per item or report, and a plan
+    # never changes once read (cached_property writes the instance dict, so frozen is fine).
+    @cached_property
+    def _by_id(self) -> Mapping[str, Node]:
+        return MappingProxyType({n.id: n for n in self.nodes})
 
-    @property
+    def node(self, node_id: str) -> Node:
+        return self._by_id[node_id]
+
+    @cached_property
     def ids(self) -> tuple[str, ...]:
         return tuple(n.id for n in self.nodes)
 
-    @property
-    def deps(self) -> dict[str, tuple[str, ...]]:
+    @cached_property
+    def deps(self) -> Mapping[str, tuple[str, ...]]:
         """``{id: depends_on}`` in plan order, the shape the graph module takes."""
-        return {n.id: n.depends_on for n in self.nodes}
+        return MappingProxyType({n.id: n.depends_on for n in self.nodes})
 
 
 def load_plan(path: Path) -> Plan:

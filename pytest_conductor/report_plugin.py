@@ -120,6 +120,14 @@ def _first_reason(text: str) -> str:
     return text.strip() or "failed"
 
 
+def _prepend_properties(case: ET.Element, props: Sequence[tuple[str, str]]) -> None:
+    """Give a testcase a ``<properties>`` element first, as junitxml places it."""
+    element = ET.Element("properties")
+    for key, value in props:
+        ET.SubElement(element, "property", {"name": key, "value": value})
+    case.insert(0, element)
+
+
 def _set_properties(target: list[tuple[str, object]], props: list[tuple[str, str]]) -> None:
     """Set each property in place (replacing an earlier value of the same key) or append."""
     where = {key: i for i, (key, _) in enumerate(target)}
@@ -402,6 +410,16 @@ class ReportPlugin:
         classname = f"conductor.{self.state.settings.track}"
         if prefix:
             classname = f"{prefix}.{classname}"
+        # junitxml's own classname for this plan's testcases, to recognise the ones that
+        # carry no properties: it writes properties from teardown reports only, and a node
+        # whose worker crashed has none.
+        try:
+            plan_id = self.state.settings.plan_path.relative_to(config.rootpath).as_posix()
+        except ValueError:  # a plan outside the rootdir: junitxml names it otherwise
+            plan_id = ""
+        derived = plan_id.replace("/", ".")
+        if prefix and derived:
+            derived = f"{prefix}.{derived}"
         with self._guard(f"testcase names not set in {path}"):
             tree = ET.parse(path)
             changed = False
@@ -410,6 +428,10 @@ class ReportPlugin:
                     (p.get("value") for p in case.iter("property") if p.get("name") == "task_id"),
                     None,
                 )
+                if task is None and derived and case.get("classname") == derived:
+                    task = case.get("name")
+                    if task in self.nodes:
+                        _prepend_properties(case, self._properties(self.nodes[task]))
                 if task not in self.nodes or case.get("name") != task:
                     continue
                 name = self.nodes[task].name

@@ -16,7 +16,6 @@ from pytest_conductor.plan import Node
 from pytest_conductor.report_plugin import JUNIT_PROPERTY_KEYS, error_text, junit_properties
 from tests.conftest import PlanWriter
 
-
 CHAIN = """
 dag:
   nodes:

@@ -96,8 +96,14 @@ def started(pytester: pytest.Pytester, task: str) -> bool:
 
 
 def junit_cases(path: Path) -> dict[str, ET.Element]:
+    """Testcases by task id (the name reads "<id> <node name>" for CI viewers)."""
     root = ET.parse(path).getroot()
-    return {case.attrib["name"]: case for case in root.iter("testcase")}
+    return {
+        prop.attrib["value"]: case
+        for case in root.iter("testcase")
+        for prop in case.iter("property")
+        if prop.attrib["name"] == "task_id"
+    }
 
 
 @pytest.mark.parametrize("workers", [2, 3, 4, 5])

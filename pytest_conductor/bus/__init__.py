@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from pytest_conductor.bus._files import BusLockTimeout
+from pytest_conductor.bus._files import BusLockTimeout, atomic_write
 from pytest_conductor.bus._model import (
     MESSAGE_TYPES,
     WORKER_STATES,
@@ -28,5 +28,6 @@ __all__ = [
     "LockInfo",
     "LockResult",
     "MessageBus",
+    "atomic_write",
     "normalize_lock_path",
 ]

@@ -33,6 +33,7 @@ WORKER_STATUS = "worker-status.json"
 LOCKS = "locks.json"
 VERDICT = "verdict.json"
 LOGS = "logs"
+PROMPTS = "prompts"  # written by the dispatcher, one per node attempt
 RUNS = "runs"
 
 _EMPTY_JSON = b"{}\n"

@@ -127,8 +127,11 @@ def append_line(path: str | Path, data: bytes) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Replace ``path`` with ``data``: temporary file in the same folder, fsync, rename.
+
+    ``durable=False`` skips the fsync: readers still never see half a file (the rename
+    does that), only a power cut could lose it. For event files, which are signals.
 
     The temporary name starts with a dot and ends in ``.tmp`` so that nobody polling for
     ``*.event`` or ``*.json`` names ever picks it up.
@@ -138,7 +141,8 @@ def atomic_write(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         # mkstemp creates 0600; the bus is read by other tools of the same team.
         Path(tmp_name).chmod(0o644)
         Path(tmp_name).replace(path)

@@ -3,7 +3,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "src"))
 
-from greet import greet, shout  # noqa: E402
+from greet import greet, shout
 
 
 def test_greet() -> None:
