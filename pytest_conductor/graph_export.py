@@ -10,13 +10,11 @@ Pure Python: no pytest import.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from pytest_conductor.atomic import atomic_write
 from pytest_conductor.plan import Plan
 
 __all__ = [
@@ -196,14 +194,5 @@ def write_graph(
     """Write the graph to ``path`` (format from its suffix) whole, creating its folder."""
     text = render_graph(plan, path.suffix, states, critical, title=title)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        Path(tmp).chmod(0o644)
-        Path(tmp).replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            Path(tmp).unlink()
-        raise
+    atomic_write(path, text.encode("utf-8"), durable=False)  # a picture, not a record
     return path

@@ -17,13 +17,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import os
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pytest_conductor.atomic import atomic_write
 
 __all__ = [
     "AGENT",
@@ -166,22 +166,6 @@ def metadata_lock(track_dir: Path, timeout: float = 30.0) -> Iterator[Path]:
             lock.rmdir()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp creates 0600; the orchestrator and the team read this file.
-        Path(tmp).chmod(0o644)
-        Path(tmp).replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            Path(tmp).unlink()
-        raise
-
-
 def _read(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -217,7 +201,7 @@ def update_metadata(
         # allow_nan stays on: a NaN the orchestrator wrote (json.loads accepts it) round-trips.
         text = json.dumps(merged, indent=2, ensure_ascii=False) + "\n"
         try:
-            _atomic_write_text(path, text)
+            atomic_write(path, text.encode("utf-8"))
         except OSError as error:
             raise MetadataError(
                 f"metadata.json not updated: cannot write {path}: {error}"

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_conductor.bus import atomic_write
+from pytest_conductor.atomic import atomic_write
 
 __all__ = [
     "KILL_GRACE",

@@ -15,16 +15,15 @@ reported in the ``conductor`` section of the terminal summary and the run goes o
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import sys
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
+from pytest_conductor.atomic import atomic_write
 from pytest_conductor.bus import MessageBus
 from pytest_conductor.changes import (
     TreeSnapshot,
@@ -523,13 +522,4 @@ class ReportPlugin:
 
 
 def _replace_xml(path: Path, tree: ET.ElementTree[ET.Element]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        tree.write(tmp, encoding="utf-8", xml_declaration=True)
-        Path(tmp).chmod(0o644)
-        Path(tmp).replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            Path(tmp).unlink()
-        raise
+    atomic_write(path, ET.tostring(tree.getroot(), encoding="utf-8", xml_declaration=True))

@@ -12,15 +12,15 @@ to five workers and their agents). The rules that keep readers safe:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 
 import filelock
+
+from pytest_conductor.atomic import atomic_write
 
 __all__ = ["BusLock", "BusLockTimeout", "append_line", "atomic_write", "copy_aside"]
 
@@ -125,31 +125,6 @@ def append_line(path: str | Path, data: bytes) -> None:
             written += os.write(fd, data[written:])
     finally:
         os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Replace ``path`` with ``data``: temporary file in the same folder, fsync, rename.
-
-    ``durable=False`` skips the fsync: readers still never see half a file (the rename
-    does that), only a power cut could lose it. For event files, which are signals.
-
-    The temporary name starts with a dot and ends in ``.tmp`` so that nobody polling for
-    ``*.event`` or ``*.json`` names ever picks it up.
-    """
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
-        # mkstemp creates 0600; the bus is read by other tools of the same team.
-        Path(tmp_name).chmod(0o644)
-        Path(tmp_name).replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            Path(tmp_name).unlink()
-        raise
 
 
 def copy_aside(path: Path, stamp: str) -> Path:
