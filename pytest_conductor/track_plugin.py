@@ -20,6 +20,7 @@ CACHE_DURATIONS = "conductor/{track}/durations"
 class TrackPlugin:
     def __init__(self, state: ConductorState) -> None:
         self.state = state
+        self._nodeids: dict[str, str] = {}  # task id -> item id, as reports name them
 
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> PlanFile | None:
         if file_path == self.state.settings.plan_path:
@@ -85,6 +86,7 @@ class TrackPlugin:
         task_id = self.state.task_id_of(report.nodeid)
         if task_id is None:
             return
+        self._nodeids[task_id] = report.nodeid
         self.state.record(task_id, report.when or "", report.outcome, report.duration)
         # Every later report of the item repeats its user_properties: read the call's only.
         for key, value in report.user_properties if report.when == "call" else ():
@@ -119,3 +121,15 @@ class TrackPlugin:
         durations = dict(cache.get(key, {}))
         durations.update(state.durations)
         cache.set(key, durations)
+        # --lf reruns what failed; a node blocked by a failure never ran, so it must rerun
+        # too. pytest's last-failed plugin forgets skipped reports: add the blocked ones
+        # back to its record (it wrote it in its own sessionfinish, before this trylast).
+        blocked = [
+            nodeid
+            for task, nodeid in self._nodeids.items()
+            if task in state.outcomes and state.outcomes[task].status == "blocked"
+        ]
+        if blocked and config.pluginmanager.has_plugin("lfplugin"):
+            lastfailed = dict(cache.get("cache/lastfailed", {}))
+            lastfailed.update(dict.fromkeys(blocked, True))
+            cache.set("cache/lastfailed", lastfailed)

@@ -169,8 +169,9 @@ def test_last_failed_reruns_only_the_failed_and_blocked(diamond: pytest.Pytester
     assert run(diamond, "--conductor-track=t").ret == 1
     (diamond.path / "a.txt").write_text("left\n")
     result = run(diamond, "--conductor-track=t", "--lf", "-v")
-    result.stdout.fnmatch_lines(["*plan.md::1.2 PASSED*"])
+    result.stdout.fnmatch_lines(["*plan.md::1.2 PASSED*", "*plan.md::1.4 PASSED*"])
     result.stdout.no_fnmatch_line("*plan.md::1.3 *")
+    result.assert_outcomes(passed=2)
 
 
 def test_plan_outside_given_paths_is_collected(diamond: pytest.Pytester) -> None:

@@ -217,3 +217,70 @@ def test_the_dag_scheduler_is_used_whatever_dist_says(
     result = run(pytester, "-n", "2", "--dist=each", "-v")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["scheduling tests via DagScheduling"])
+
+
+def test_the_longest_remaining_path_goes_first(pytester: pytest.Pytester, track: MakeTrack) -> None:
+    track(
+        node("a", estimate="10m"),
+        node("b", deps=["a"], estimate="10m"),
+        node("x", estimate="1m"),
+        node("y", estimate="2m"),
+        node("z", estimate="3m"),
+    )
+    result = run(pytester, "-n", "2")
+    result.assert_outcomes(passed=5)
+    starts = sorted(("abxyz"), key=lambda t: stamps(pytester, t)[0])
+    # Two workers: the heads of the two heaviest remaining paths start first (a: 20m, z:
+    # 3m); among the light ones, y (2m) starts before x (1m).
+    assert set(starts[:2]) == {"a", "z"}
+    assert starts.index("y") < starts.index("x")
+
+
+def test_without_n_the_plugin_starts_as_many_workers_as_the_dag_is_wide(
+    pytester: pytest.Pytester, track: MakeTrack
+) -> None:
+    track(node("a"), node("b"), node("c"), node("d", deps=["a", "b", "c"]))
+    result = run(pytester)
+    result.stdout.fnmatch_lines(["3 workers [[]4 items[]]"])
+    result.assert_outcomes(passed=4)
+
+
+def test_a_chain_runs_in_process_without_n(pytester: pytest.Pytester, track: MakeTrack) -> None:
+    track(node("a"), node("b", deps=["a"]))
+    result = run(pytester)
+    result.stdout.no_fnmatch_line("*workers*")
+    result.assert_outcomes(passed=2)
+
+
+def test_n_above_the_cap_is_capped_with_a_warning(
+    pytester: pytest.Pytester, track: MakeTrack
+) -> None:
+    track(*(node(f"n{i}", seconds=0.1) for i in range(7)))
+    result = run(pytester, "-n", "7")
+    result.stdout.fnmatch_lines(
+        [
+            "5 workers [[]7 items[]]",
+            "*-n 7 asks for more workers than conductor_max_workers allows: using 5*",
+        ]
+    )
+    result.assert_outcomes(passed=7)
+
+
+def test_selection_and_last_failed_under_xdist(pytester: pytest.Pytester, track: MakeTrack) -> None:
+    track(node("a", seconds=0.1), node("b", deps=["a"], seconds=0.1), node("c", seconds=0.1))
+    # No history yet: a deselected dependency blocks its dependent.
+    result = run(pytester, "-n", "2", "-k", "b")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*blocked: dependency a not selected (no recorded outcome)*"])
+    # After a run in which it passed, the deselected dependency counts as satisfied.
+    run(pytester, "-n", "2").assert_outcomes(passed=3)
+    run(pytester, "-n", "2", "-k", "b").assert_outcomes(passed=1)
+    # --lf reruns only what failed, and what it blocked.
+    (pytester.path / "stamp.py").write_text(
+        STAMP.replace("sys.exit(1 if mode", 'sys.exit(1 if task == "a" or mode')
+    )
+    run(pytester, "-n", "2").assert_outcomes(passed=1, failed=1, skipped=1)
+    (pytester.path / "stamp.py").write_text(STAMP)
+    result = run(pytester, "-n", "2", "--lf", "-v")
+    result.assert_outcomes(passed=2)
+    result.stdout.no_fnmatch_line("*plan.md::c*")
