@@ -221,18 +221,51 @@ def test_unknown_kind_is_a_usage_error_listing_known_kinds(
 @pytest.mark.parametrize(
     ("plan", "message"),
     [
-        (
+        pytest.param("# a plan without a DAG\n", "*no DAG block*", id="no-dag-block"),
+        pytest.param(
+            "```yaml\ndag:\n  nodes: [{id: a}]\n```\n\n```yaml\ndag:\n  nodes: [{id: b}]\n```\n",
+            "*two DAG blocks, at lines 1 and 6*",
+            id="two-dag-blocks",
+        ),
+        pytest.param(
+            "# Plan\n\n```yaml\ndag:\n  nodes: [\n```\n", "*line 5: invalid YAML*", id="yaml"
+        ),
+        pytest.param(
             "dag:\n  nodes:\n    - {id: a, depends_on: [b]}\n    - {id: b, depends_on: [a]}\n",
             "*cycle: a -> b -> a*",
+            id="cycle",
         ),
-        ("dag:\n  nodes:\n    - {id: a, depends_on: [zz]}\n", "*zz*"),
-        ("dag:\n  nodes: [\n", "*line*"),
+        pytest.param(
+            "dag:\n  nodes:\n    - {id: a, depends_on: [zz]}\n",
+            "*node a depends on zz, which is not a node in the plan*",
+            id="unknown-dependency",
+        ),
+        pytest.param(
+            "dag:\n  nodes:\n    - {id: a}\n    - {id: a}\n",
+            "*duplicate id a (lines 6 and 7)*",
+            id="duplicate-id",
+        ),
+        pytest.param("dag:\n  nodes:\n    - {id: ../x}\n", "*'../x' is not safe*", id="id-dotdot"),
+        pytest.param("dag:\n  nodes:\n    - {id: a/b}\n", "*'a/b' is not safe*", id="id-slash"),
+        pytest.param("dag:\n  nodes:\n    - {id: 'a b'}\n", "*'a b' is not safe*", id="id-space"),
+        pytest.param("dag:\n  nodes:\n    - {id: ''}\n", "*has no id*", id="id-empty"),
+        pytest.param("dag:\n  nodes:\n    - {name: x}\n", "*has no id*", id="no-id"),
+        pytest.param(
+            "dag:\n  nodes: [{id: a}]\n  parallel_groups:\n    - {id: g, tasks: [nope]}\n",
+            "*parallel group g names nope, which is not a node in the plan*",
+            id="group-names-no-node",
+        ),
+        pytest.param(
+            "dag:\n  nodes:\n    - {id: a, depends_on: {b: 1}}\n",
+            "*node a: depends_on must be a list of ids*",
+            id="wrong-type",
+        ),
     ],
 )
 def test_plan_errors_are_usage_errors_without_traceback(
     pytester: pytest.Pytester, write_plan: PlanWriter, plan: str, message: str
 ) -> None:
-    write_plan(plan)
+    write_plan(plan, raw=plan.startswith(("#", "```")))
     result = run(pytester, "--conductor-track=t")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: conductor:{message}"])
@@ -286,3 +319,19 @@ def test_conductor_root_option(pytester: pytest.Pytester, example: Callable[[str
         (pytester.path / entry).rename(project / entry)
     result = run(pytester, "--conductor-track=failing", "--conductor-root=project")
     result.assert_outcomes(passed=3, failed=1, skipped=2)
+
+
+def test_every_problem_of_a_plan_is_reported_at_once(
+    pytester: pytest.Pytester, write_plan: PlanWriter
+) -> None:
+    write_plan("dag:\n  nodes:\n    - {id: a, depends_on: [zz]}\n    - {id: a}\n    - {id: ../x}\n")
+    result = run(pytester, "--conductor-track=t")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: conductor:*plan.md: 3 problems",
+            "  - line 6: node a depends on zz*",
+            "  - line 7: duplicate id a*",
+            "  - line 8: node id '../x' is not safe*",
+        ]
+    )
