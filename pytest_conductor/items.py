@@ -35,6 +35,7 @@ from pytest_conductor.prompt import (
     dependency_results,
     render_prompt,
 )
+from pytest_conductor.properties import set_properties
 from pytest_conductor.state import ConductorState, get_state
 
 __all__ = ["AcceptanceFailed", "AgentFailed", "PlanFile", "TaskItem"]
@@ -153,8 +154,10 @@ class TaskItem(pytest.Item):
         history: list[str] = []
         for attempt in range(1, attempts + 1):
             worker_id = new_worker_id(self.task.id)
-            _set_property(self.user_properties, "worker_id", worker_id)
-            _set_property(self.user_properties, "attempts", str(attempt))
+            # A retry replaces the values of the attempt before.
+            set_properties(
+                self.user_properties, [("worker_id", worker_id), ("attempts", str(attempt))]
+            )
             result = run_agent(
                 self._job(template, worker_id, attempt, attempts, previous),
                 on_wait=agents_waiter(self.config),
@@ -267,15 +270,6 @@ def _set_status(bus: MessageBus, worker_id: str, task_id: str, status: str) -> N
     """Record the worker's end state; a bus that cannot be written must not fail the node."""
     with contextlib.suppress(OSError, BusError, BusLockTimeout):
         bus.set_worker_status(worker_id, status, task_id=task_id)
-
-
-def _set_property(target: list[tuple[str, object]], key: str, value: str) -> None:
-    """Set one user property in place (a retry replaces the value of the attempt before)."""
-    for i, (name, _) in enumerate(target):
-        if name == key:
-            target[i] = (key, value)
-            return
-    target.append((key, value))
 
 
 def _passed_section(result: AgentResult, attempts: int, history: list[str]) -> str:

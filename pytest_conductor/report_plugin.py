@@ -44,6 +44,7 @@ from pytest_conductor.metadata import (
     update_metadata,
 )
 from pytest_conductor.plan import Node
+from pytest_conductor.properties import set_properties
 from pytest_conductor.state import ConductorState
 from pytest_conductor.summary import RunFacts, collect_only_lines, summary_lines
 from pytest_conductor.timestamps import utc_now_iso
@@ -127,17 +128,6 @@ def _prepend_properties(case: ET.Element, props: Sequence[tuple[str, str]]) -> N
     case.insert(0, element)
 
 
-def _set_properties(target: list[tuple[str, object]], props: list[tuple[str, str]]) -> None:
-    """Set each property in place (replacing an earlier value of the same key) or append."""
-    where = {key: i for i, (key, _) in enumerate(target)}
-    for key, value in props:
-        if key in where:
-            target[where[key]] = (key, value)
-        else:
-            where[key] = len(target)
-            target.append((key, value))
-
-
 def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
@@ -196,8 +186,8 @@ class ReportPlugin:
             props = self._properties(item.task, item.user_properties)
             # The item's list too: each later report copies it, and junitxml takes the
             # properties from the last (teardown) report.
-            _set_properties(item.user_properties, props)
-            _set_properties(report.user_properties, props)
+            set_properties(item.user_properties, props)
+            set_properties(report.user_properties, props)
         return report
 
     def _properties(
@@ -233,7 +223,7 @@ class ReportPlugin:
             # scheduler's blocked nodes) get the properties here.
             keys = {key for key, _ in report.user_properties}
             if keys.isdisjoint(("name", "attempts")):
-                _set_properties(report.user_properties, self._properties(self.nodes[task]))
+                set_properties(report.user_properties, self._properties(self.nodes[task]))
         yield
         if task is not None:
             # After every other implementation, so TrackPlugin has recorded the outcome.
