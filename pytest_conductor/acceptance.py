@@ -27,6 +27,7 @@ from pytest_conductor.processes import KILL_GRACE, kill_group
 
 __all__ = [
     "BUILTIN_KINDS",
+    "NESTED_ENV",
     "PROSE",
     "CheckContext",
     "CheckResult",
@@ -38,6 +39,8 @@ __all__ = [
 ]
 
 BUILTIN_KINDS: tuple[str, ...] = ("run", "pytest", "exists", "contains", "event")
+#: Set in the environment of a ``pytest`` criterion's nested run: no track runs there.
+NESTED_ENV = "PYTEST_CONDUCTOR_NESTED"
 PROSE = "prose"
 
 # Keys each builtin kind accepts besides its own; anything else is most likely a typo
@@ -386,6 +389,10 @@ def _check_command(
     limit = ctx.default_timeout if written is None else parse_duration(str(written))
     expected = "exit status 0" + (" (tests pass)" if pytest_summary else "")
     env = _command_env(ctx, spec.get("env"))
+    if pytest_summary:
+        # The nested run is for the user's tests: even if PYTEST_ADDOPTS names a track,
+        # it must not run the track again (and again, inside that run).
+        env[NESTED_ENV] = "1"
     run = _run(argv, ctx.root, env, limit)
     if run.start_error:
         return CheckResult(criterion, False, expected, run.start_error)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from pytest_conductor.acceptance import NESTED_ENV
 from pytest_conductor.durations import parse_duration
 
 __all__ = ["OPTIONS", "Option", "Settings", "add_options", "resolve_settings"]
@@ -187,6 +189,8 @@ def _usage(where: str, value: str, why: str) -> pytest.UsageError:
 def resolve_settings(config: pytest.Config) -> Settings:
     """Resolve every option once; a bad value is a UsageError naming option and value."""
     track, _ = _raw(config, _by_dest("conductor_track"))
+    if os.environ.get(NESTED_ENV):
+        track = None  # the nested run of a `pytest` criterion runs the user's tests only
 
     root_raw, where = _raw(config, _by_dest("conductor_root"))
     if root_raw is None:

@@ -335,3 +335,16 @@ def test_every_problem_of_a_plan_is_reported_at_once(
             "  - line 8: node id '../x' is not safe*",
         ]
     )
+
+
+def test_a_pytest_criterion_does_not_run_the_track_again(
+    pytester: pytest.Pytester, write_plan: PlanWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CI often sets PYTEST_ADDOPTS; the nested run inherits it and must not recurse.
+    monkeypatch.setenv("PYTEST_ADDOPTS", "--conductor-track=t -p no:cacheprovider")
+    pytester.makepyfile(test_unit="def test_unit(): pass")
+    write_plan(
+        "dag:\n  nodes:\n    - {id: a, acceptance: [{pytest: 'test_unit.py -q', timeout: 60s}]}\n"
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=1)
