@@ -348,3 +348,10 @@ def test_a_pytest_criterion_does_not_run_the_track_again(
     )
     result = run(pytester)
     result.assert_outcomes(passed=1)
+
+
+def test_runs_with_xdist_disabled(diamond: pytest.Pytester) -> None:
+    (diamond.path / "a.txt").write_text("no match\n")
+    result = diamond.runpytest("-p", "no:xdist", "--conductor-track=t", "-rs")
+    result.assert_outcomes(passed=3, failed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*blocked: dependency 1.2 failed*"])
