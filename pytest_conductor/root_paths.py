@@ -1,0 +1,45 @@
+"""Paths relative to the project root, and whether they stay inside it.
+
+Pure logic: nothing here knows about pytest. Parsing refuses a criterion path that leaves
+the root; checking asks again at run time, since the tree may have changed in between.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+__all__ = ["GLOB_CHARS", "glob_inside", "inside_root", "lexical_escape"]
+
+GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+def lexical_escape(path: str) -> str:
+    """Why ``path`` leaves the root on its face (``""`` when it does not)."""
+    if Path(path).is_absolute():
+        return f"{path!r} is absolute; paths are relative to the project root"
+    normal = os.path.normpath(path)
+    if normal == os.pardir or normal.startswith(os.pardir + os.sep):
+        return f"{path!r} leaves the project root"
+    return ""
+
+
+def inside_root(root: Path, path: str | Path) -> bool:
+    """Whether ``root/path`` resolves (following symlinks) inside ``root``."""
+    try:
+        real_root = root.resolve()
+        real = (real_root / path).resolve()
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+        return False
+    return real == real_root or real.is_relative_to(real_root)
+
+
+def glob_inside(root: Path, pattern: str) -> bool | None:
+    """True if ``pattern`` matches a path inside ``root``, False if only outside, None if none."""
+    matched = False
+    for match in root.glob(pattern):
+        if inside_root(root, match):
+            return True
+        matched = True
+    return False if matched else None
