@@ -18,12 +18,11 @@ from pathlib import Path
 from pytest_conductor.command_runner import command_env, run_command
 from pytest_conductor.criteria import PROSE, Criterion, command_argv, exists_paths
 from pytest_conductor.durations import format_duration, parse_duration
+from pytest_conductor.nested import NESTED_ENV
 from pytest_conductor.root_paths import GLOB_CHARS, glob_inside, inside_root, lexical_escape
 
 __all__ = ["NESTED_ENV", "CheckContext", "CheckResult", "check", "format_failure"]
 
-#: Set in the environment of a ``pytest`` criterion's nested run: no track runs there.
-NESTED_ENV = "PYTEST_CONDUCTOR_NESTED"
 
 _TAIL_LINES = 40
 _PYTEST_EXIT_MEANING = {

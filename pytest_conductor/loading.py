@@ -5,11 +5,34 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pytest_conductor.acceptance import Criterion, CriterionError, parse_criteria
+import pytest
+
+from pytest_conductor.acceptance import (
+    BUILTIN_KINDS,
+    PROSE,
+    Criterion,
+    CriterionError,
+    parse_criteria,
+)
 from pytest_conductor.plan import Plan, PlanError, PlanProblem, load_plan
 from pytest_conductor.settings import Settings
+from pytest_conductor.state import ConductorState
 
-__all__ = ["TrackError", "check_criteria", "find_track", "node_resources", "node_weights"]
+__all__ = [
+    "CACHE_DURATIONS",
+    "CACHE_OUTCOMES",
+    "TrackError",
+    "check_criteria",
+    "find_track",
+    "load_history",
+    "load_state",
+    "node_resources",
+    "node_weights",
+]
+
+# Keys in the pytest cache: last outcomes (--lf, deselected deps) and measured durations.
+CACHE_OUTCOMES = "conductor/{track}/outcomes"
+CACHE_DURATIONS = "conductor/{track}/durations"
 
 
 class TrackError(Exception):
@@ -73,3 +96,29 @@ def node_resources(plan: Plan) -> dict[str, tuple[str, ...]]:
                     r for r in group.shared_resources if r not in resources[task]
                 )
     return {k: tuple(v) for k, v in resources.items()}
+
+
+def load_state(settings: Settings, extra_kinds: Sequence[str]) -> ConductorState:
+    """The run's state from its settings: the track's plan, checked criteria, resources."""
+    clash = sorted(set(extra_kinds) & {*BUILTIN_KINDS, PROSE})
+    if clash:
+        raise TrackError(f"a plugin redefines built-in acceptance kinds: {clash}")
+    plan = find_track(settings)
+    return ConductorState(
+        settings=settings,
+        plan=plan,
+        criteria=check_criteria(plan, extra_kinds, settings.root),
+        weights=node_weights(plan, {}),
+        resources=node_resources(plan),
+        last_outcomes={},
+    )
+
+
+def load_history(cache: pytest.Cache | None, state: ConductorState) -> None:
+    """Last outcomes and measured durations of earlier runs, from the pytest cache."""
+    if cache is None:
+        return
+    track = str(state.settings.track)
+    state.last_outcomes = dict(cache.get(CACHE_OUTCOMES.format(track=track), {}))
+    measured = dict(cache.get(CACHE_DURATIONS.format(track=track), {}))
+    state.weights = node_weights(state.plan, measured)

@@ -1,29 +1,23 @@
-"""pytest hooks of pytest-conductor; each wires the pure parts together and stays thin."""
+"""pytest hooks of pytest-conductor; each wires the pure parts together and stays thin.
+
+Everybody who installs the plugin pays for this module's imports on every pytest run, so
+only what a run without ``--conductor-track`` needs is imported here; the rest is imported
+once a track is asked for.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Generator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_conductor import hookspecs, xdist_hooks
-from pytest_conductor.acceptance import BUILTIN_KINDS
-from pytest_conductor.agents_plugin import AgentsPlugin
-from pytest_conductor.graph import width
-from pytest_conductor.loading import (
-    TrackError,
-    check_criteria,
-    find_track,
-    node_resources,
-    node_weights,
-)
-from pytest_conductor.plan import PlanError
-from pytest_conductor.report_plugin import ReportPlugin
+from pytest_conductor import hookspecs
 from pytest_conductor.settings import add_options, resolve_settings
-from pytest_conductor.state import STATE_KEY, ConductorState, get_state
-from pytest_conductor.track_plugin import CACHE_DURATIONS, CACHE_OUTCOMES, TrackPlugin
-from pytest_conductor.warnings import ConductorWarning
-from pytest_conductor.xdist_hooks import choose_worker_count
+from pytest_conductor.state import STATE_KEY, get_state
+
+if TYPE_CHECKING:
+    from pytest_conductor.state import ConductorState
 
 __all__ = [
     "pytest_addhooks",
@@ -49,23 +43,14 @@ def _load_state(config: pytest.Config) -> ConductorState | None:
     settings = resolve_settings(config)
     if not settings.active:
         return None
+    from pytest_conductor.loading import TrackError, load_state
+    from pytest_conductor.plan import PlanError
+
     extra_kinds = [k for kinds in config.hook.pytest_conductor_criterion_kinds() for k in kinds]
-    clash = sorted(set(extra_kinds) & {*BUILTIN_KINDS, "prose"})
-    if clash:
-        raise pytest.UsageError(f"conductor: a plugin redefines built-in acceptance kinds: {clash}")
     try:
-        plan = find_track(settings)
-        criteria = check_criteria(plan, extra_kinds, settings.root)
+        state = load_state(settings, extra_kinds)
     except (TrackError, PlanError) as exc:
         raise pytest.UsageError(f"conductor: {exc}") from None
-    state = ConductorState(
-        settings=settings,
-        plan=plan,
-        criteria=criteria,
-        weights=node_weights(plan, {}),
-        resources=node_resources(plan),
-        last_outcomes={},
-    )
     config.stash[STATE_KEY] = state
     return state
 
@@ -76,22 +61,14 @@ def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object
     # the worker count can still be chosen from the plan.
     state = _load_state(config)
     if state is not None and config.pluginmanager.hasplugin("xdist"):
+        from pytest_conductor.graph import width
+        from pytest_conductor.warnings import ConductorWarning
+        from pytest_conductor.xdist_hooks import choose_worker_count
+
         warning = choose_worker_count(config, state.settings.max_workers, width(state.plan.deps))
         if warning is not None:
             config.issue_config_time_warning(ConductorWarning(warning), stacklevel=2)
     return (yield)
-
-
-def _load_history(config: pytest.Config, state: ConductorState) -> None:
-    """Last outcomes and measured durations from the pytest cache (absent: -p no:cacheprovider)."""
-    cache = getattr(config, "cache", None)
-    if cache is None:
-        return
-    track = str(state.settings.track)
-    state.last_outcomes = dict(cache.get(CACHE_OUTCOMES.format(track=track), {}))
-    state.weights = node_weights(
-        state.plan, dict(cache.get(CACHE_DURATIONS.format(track=track), {}))
-    )
 
 
 @pytest.hookimpl(trylast=True)  # after the cacheprovider has set config.cache
@@ -99,7 +76,13 @@ def pytest_configure(config: pytest.Config) -> None:
     state = _load_state(config)
     if state is None:
         return
-    _load_history(config, state)
+    from pytest_conductor import xdist_hooks
+    from pytest_conductor.agents_plugin import AgentsPlugin
+    from pytest_conductor.loading import load_history
+    from pytest_conductor.report_plugin import ReportPlugin
+    from pytest_conductor.track_plugin import TrackPlugin
+
+    load_history(getattr(config, "cache", None), state)  # absent: -p no:cacheprovider
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         # No paths on the command line: run only the track, not the user's whole test suite.
         config.args = [str(state.settings.plan_path)]

@@ -9,12 +9,10 @@ import pytest
 from pytest_conductor.blocking import NodeOutcome, blocked_by
 from pytest_conductor.graph import priority_order
 from pytest_conductor.items import PlanFile, TaskItem
+from pytest_conductor.loading import CACHE_DURATIONS, CACHE_OUTCOMES
 from pytest_conductor.state import ConductorState
 
-__all__ = ["CACHE_DURATIONS", "CACHE_OUTCOMES", "TrackPlugin"]
-
-CACHE_OUTCOMES = "conductor/{track}/outcomes"
-CACHE_DURATIONS = "conductor/{track}/durations"
+__all__ = ["TrackPlugin"]
 
 
 class TrackPlugin:

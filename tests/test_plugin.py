@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -355,3 +357,19 @@ def test_runs_with_xdist_disabled(diamond: pytest.Pytester) -> None:
     result = diamond.runpytest("-p", "no:xdist", "--conductor-track=t", "-rs")
     result.assert_outcomes(passed=3, failed=1, skipped=1)
     result.stdout.fnmatch_lines(["*blocked: dependency 1.2 failed*"])
+
+
+def test_without_a_track_the_plugin_imports_only_its_light_modules() -> None:
+    # Every pytest run of everyone who installs the plugin imports plugin.py: the plan
+    # reader, the bus, the scheduler and their dependencies wait for --conductor-track.
+    code = (
+        "import sys, pytest_conductor.plugin; "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('pytest_conductor')"
+        " or m in ('yaml', 'filelock', 'xdist.scheduling'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "yaml" not in out and "filelock" not in out
+    assert "pytest_conductor.plan" not in out and "pytest_conductor.scheduling" not in out
+    assert "pytest_conductor.plugin" in out
