@@ -365,7 +365,7 @@ def test_without_a_track_the_plugin_imports_only_its_light_modules() -> None:
     code = (
         "import sys, pytest_conductor.plugin; "
         "print(' '.join(sorted(m for m in sys.modules if m.startswith('pytest_conductor')"
-        " or m in ('yaml', 'filelock', 'xdist.scheduling'))))"
+        " or m in ('yaml', 'filelock'))))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
