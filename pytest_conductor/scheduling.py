@@ -15,14 +15,14 @@ the terminal and in ``--junitxml``.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pytest_conductor.blocking import Blocked, NodeOutcome
 from pytest_conductor.readiness import FAILED, PASSED, SKIPPED, DagQueue
+from pytest_conductor.skip_reports import report_not_run, stopped_reason
 from pytest_conductor.state import ConductorState, get_state
 
 if TYPE_CHECKING:
@@ -291,17 +291,12 @@ class DagScheduling:
         maxfail = int(self.config.getoption("maxfail", 0) or 0)
         session = self.config.pluginmanager.getplugin("session")
         shouldfail = getattr(session, "shouldfail", False)
-        if maxfail > 0 and (shouldfail or self._failures >= maxfail):
-            if maxfail == 1:  # -x is --maxfail=1: pytest keeps no trace of which was given
-                return "not run: stopped after the first failure (-x/--maxfail=1)"
-            return f"not run: stopped after {maxfail} failures (--maxfail={maxfail})"
-        if shouldfail:
-            return f"not run: {shouldfail}"
-        for plugin in (session, self.config.pluginmanager.getplugin("dsession")):
-            flag = getattr(plugin, "shouldstop", False)
-            if flag:
-                return f"not run: {flag}"
-        return None
+        if maxfail > 0 and self._failures >= maxfail:
+            shouldfail = shouldfail or True  # counted here before the session notices
+        shouldstop = getattr(session, "shouldstop", False) or getattr(
+            self.config.pluginmanager.getplugin("dsession"), "shouldstop", False
+        )
+        return stopped_reason(maxfail, shouldfail, shouldstop)
 
     def _stop(self, reason: str) -> None:
         assert self.queue is not None
@@ -329,48 +324,12 @@ class DagScheduling:
         return (path, node.line - 1 if node.line else None, f"task {task}: {node.name}")
 
     def _report_not_run(self, key: str, reason: str) -> None:
-        """Report an item no worker will run: a skipped setup and a passed teardown.
-
-        Built like a worker's reports but without ``rep.node`` (no worker ran it). The
-        skip ``longrepr`` must be a (path, line, reason) tuple: junitxml rejects a string.
-        """
         assert self.collection is not None
         index = self._index_of[key]
         nodeid = self.collection[index]
         task = self._tasks[index]
-        location = self.location_of(nodeid)
-        path, line, _ = location
-        name = nodeid.rpartition("::")[2]
         props: list[tuple[str, object]] = [("task_id", task)] if task is not None else []
-        keywords: dict[str, Literal[1]] = {name or nodeid: 1}
-        now = time.time()
-        setup = pytest.TestReport(
-            nodeid=nodeid,
-            location=location,
-            keywords=keywords,
-            outcome="skipped",
-            longrepr=(path, (line or 0) + 1, reason),
-            when="setup",
-            start=now,
-            stop=now,
-            user_properties=props,
-        )
-        teardown = pytest.TestReport(
-            nodeid=nodeid,
-            location=location,
-            keywords=keywords,
-            outcome="passed",
-            longrepr=None,
-            when="teardown",
-            start=now,
-            stop=now,
-            user_properties=props,
-        )
-        hook = self.config.hook
-        hook.pytest_runtest_logstart(nodeid=nodeid, location=location)
-        hook.pytest_runtest_logreport(report=setup)
-        hook.pytest_runtest_logreport(report=teardown)
-        hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
+        report_not_run(self.config, nodeid, self.location_of(nodeid), reason, props)
 
     def _check_nodes_have_same_collection(self) -> bool:
         """True if all workers collected the same ids; otherwise each difference is logged

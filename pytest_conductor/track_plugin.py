@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from pytest_conductor.blocking import NodeOutcome, blocked_by
 from pytest_conductor.graph import priority_order
 from pytest_conductor.items import PlanFile, TaskItem
 from pytest_conductor.loading import CACHE_DURATIONS, CACHE_OUTCOMES
+from pytest_conductor.skip_reports import report_not_run, stopped_reason
 from pytest_conductor.state import ConductorState
 
 __all__ = ["TrackPlugin"]
@@ -78,6 +80,29 @@ class TrackPlugin:
         if report.passed:
             return "passed", ".", (f"PASSED ({name})", {"green": True})
         return None
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
+        """In-process, after ``-x``/``--maxfail`` stopped the loop: report the nodes it
+        never ran, as the xdist scheduler does, so every node shows in ``--junitxml``."""
+        try:
+            return (yield)
+        finally:  # pytest raises session.Failed out of the loop when -x/--maxfail hit
+            self._report_never_run(session)
+
+    def _report_never_run(self, session: pytest.Session) -> None:
+        config = session.config
+        if hasattr(config, "workerinput") or config.pluginmanager.hasplugin("dsession"):
+            return  # the xdist scheduler reports these itself
+        maxfail = int(config.getoption("maxfail", 0) or 0)
+        reason = stopped_reason(maxfail, session.shouldfail, session.shouldstop)
+        if reason is None:
+            return
+        for item in session.items:
+            if isinstance(item, TaskItem) and item.task.id not in self.state.outcomes:
+                self.state.outcomes[item.task.id] = NodeOutcome("skipped", reason=reason)
+                props = [("task_id", item.task.id)]
+                report_not_run(config, item.nodeid, item.location, reason, props)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Record each node's outcome as soon as its report arrives (controller or -n 0)."""

@@ -373,3 +373,12 @@ def test_without_a_track_the_plugin_imports_only_its_light_modules() -> None:
     assert "yaml" not in out and "filelock" not in out
     assert "pytest_conductor.plan" not in out and "pytest_conductor.scheduling" not in out
     assert "pytest_conductor.plugin" in out
+
+
+def test_exitfirst_in_process_reports_the_nodes_it_never_ran(diamond: pytest.Pytester) -> None:
+    (diamond.path / "a.txt").write_text("no match\n")
+    xml = diamond.path / "report.xml"
+    result = run(diamond, "--conductor-track=t", "-x", "-rs", f"--junitxml={xml}")
+    result.assert_outcomes(passed=1, failed=1, skipped=3)
+    result.stdout.fnmatch_lines(["*not run: stopped after the first failure (-x/--maxfail=1)*"])
+    assert xml.read_text().count("<testcase ") == 5
