@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,11 @@ class TaskItem(pytest.Item):
     def state(self) -> ConductorState:
         return _require_state(self.config)
 
+    @cached_property
+    def bus(self) -> MessageBus:
+        """The track's bus, one object for the node's checks, prompts and status."""
+        return MessageBus(self.state.settings.bus_dir, warn=False)
+
     def runtest(self) -> None:
         template = self.task.worker or self.state.settings.worker
         if template is None:
@@ -127,11 +133,10 @@ class TaskItem(pytest.Item):
 
     def _check_all(self, *, agent_ran: bool) -> list[CheckResult]:
         settings = self.state.settings
-        bus = MessageBus(settings.bus_dir, warn=False)
         context = CheckContext(
             root=settings.root,
             task_id=self.task.id,
-            has_event=bus.has_event,
+            has_event=self.bus.has_event,
             agent_ran=agent_ran,
             strict_prose=settings.strict_prose,
             default_timeout=settings.command_timeout,
@@ -149,7 +154,6 @@ class TaskItem(pytest.Item):
         state = self.state
         settings = state.settings
         attempts = settings.retries + 1
-        bus = MessageBus(settings.bus_dir, warn=False)
         previous: PreviousFailure | None = None
         history: list[str] = []
         for attempt in range(1, attempts + 1):
@@ -166,12 +170,12 @@ class TaskItem(pytest.Item):
             if not result.failed:
                 checks = self._check_all(agent_ran=True)
                 if all(c.passed for c in checks):
-                    _set_status(bus, worker_id, self.task.id, "COMPLETED")
+                    _set_status(self.bus, worker_id, self.task.id, "COMPLETED")
                     self.add_report_section(
                         "call", "conductor", _passed_section(result, attempts, history)
                     )
                     return
-                _set_status(bus, worker_id, self.task.id, "FAILED")
+                _set_status(self.bus, worker_id, self.task.id, "FAILED")
             failed = [c for c in checks if not c.passed]
             reason = (
                 result.reason or f"acceptance criterion failed: {failed[0].criterion.describe()}"
@@ -204,7 +208,6 @@ class TaskItem(pytest.Item):
         state = self.state
         settings = state.settings
         task = self.task
-        bus = MessageBus(settings.bus_dir, warn=False)
         group = next((g.id for g in state.plan.groups if task.id in g.tasks), None)
         timeout = task.timeout or settings.timeout
         prompt = render_prompt(
@@ -217,7 +220,7 @@ class TaskItem(pytest.Item):
                 plan_path=settings.plan_path,
                 criteria=state.criteria[task.id],
                 dependencies=dependency_results(
-                    task, state.plan, bus.messages(), state.selected, state.last_outcomes
+                    task, state.plan, self.bus.messages(), state.selected, state.last_outcomes
                 ),
                 parallel_group=group,
                 attempt=attempt,

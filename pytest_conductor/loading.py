@@ -36,7 +36,8 @@ CACHE_DURATIONS = "conductor/{track}/durations"
 
 
 class TrackError(Exception):
-    """The track cannot be found; the message lists the tracks that exist."""
+    """The track cannot be run as asked: not found (the message lists those that exist),
+    or its acceptance kinds clash with plugins."""
 
 
 def find_track(settings: Settings) -> Plan:

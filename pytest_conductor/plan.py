@@ -98,11 +98,12 @@ class Plan:
     # Cached: the scheduler and the reporters ask once per item or report, and a plan
     # never changes once read (cached_property writes the instance dict, so frozen is fine).
     @cached_property
-    def _by_id(self) -> Mapping[str, Node]:
+    def by_id(self) -> Mapping[str, Node]:
+        """``{id: node}`` in plan order."""
         return MappingProxyType({n.id: n for n in self.nodes})
 
     def node(self, node_id: str) -> Node:
-        return self._by_id[node_id]
+        return self.by_id[node_id]
 
     @cached_property
     def ids(self) -> tuple[str, ...]:

@@ -142,7 +142,7 @@ class ReportPlugin:
         self.state = state
         self.metadata_lock_timeout = metadata_lock_timeout
         self.bus = MessageBus(state.settings.bus_dir, warn=False)
-        self.nodes = {node.id: node for node in state.plan.nodes}
+        self.nodes = state.plan.by_id
         self.unblocks = dependents(state.plan.deps)
         #: Problems met while writing files; shown in the terminal summary.
         self.warnings: list[str] = []
@@ -419,9 +419,9 @@ class ReportPlugin:
                 )
                 if task is None and derived and case.get("classname") == derived:
                     task = case.get("name")
-                    if task in self.nodes:
+                    if task is not None and task in self.nodes:
                         _prepend_properties(case, self._properties(self.nodes[task]))
-                if task not in self.nodes or case.get("name") != task:
+                if task is None or task not in self.nodes or case.get("name") != task:
                     continue
                 name = self.nodes[task].name
                 case.set("classname", classname)
