@@ -28,7 +28,7 @@ from typing import Any
 import filelock
 
 from pytest_conductor.bus import MessageBus, _files
-from pytest_conductor.timestamps import utc_now_iso
+from pytest_conductor.util.timestamps import utc_now_iso
 
 TARGET_RATIO = 0.25
 

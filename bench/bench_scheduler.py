@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-from pytest_conductor.graph import levels, longest_remaining, simulate, width
+from pytest_conductor.graph.algorithms import levels, longest_remaining, simulate, width
 
 TARGET_MAKESPAN = 1.10
 TARGET_OVERHEAD = 1.5

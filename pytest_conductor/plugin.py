@@ -43,8 +43,8 @@ def _load_state(config: pytest.Config) -> ConductorState | None:
     settings = resolve_settings(config)
     if not settings.active:
         return None
-    from pytest_conductor.loading import TrackError, load_state
-    from pytest_conductor.plan import PlanError
+    from pytest_conductor.plan.reader import PlanError
+    from pytest_conductor.track.loading import TrackError, load_state
 
     extra_kinds = [k for kinds in config.hook.pytest_conductor_criterion_kinds() for k in kinds]
     try:
@@ -61,9 +61,9 @@ def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object
     # the worker count can still be chosen from the plan.
     state = _load_state(config)
     if state is not None and config.pluginmanager.hasplugin("xdist"):
-        from pytest_conductor.graph import width
+        from pytest_conductor.graph.algorithms import width
+        from pytest_conductor.scheduling.xdist_hooks import choose_worker_count
         from pytest_conductor.warnings import ConductorWarning
-        from pytest_conductor.xdist_hooks import choose_worker_count
 
         warning = choose_worker_count(config, state.settings.max_workers, width(state.plan.deps))
         if warning is not None:
@@ -76,11 +76,11 @@ def pytest_configure(config: pytest.Config) -> None:
     state = _load_state(config)
     if state is None:
         return
-    from pytest_conductor import xdist_hooks
-    from pytest_conductor.agents_plugin import AgentsPlugin
-    from pytest_conductor.loading import load_history
-    from pytest_conductor.report_plugin import ReportPlugin
-    from pytest_conductor.track_plugin import TrackPlugin
+    from pytest_conductor.agents.plugin import AgentsPlugin
+    from pytest_conductor.report.plugin import ReportPlugin
+    from pytest_conductor.scheduling import xdist_hooks
+    from pytest_conductor.track.loading import load_history
+    from pytest_conductor.track.plugin import TrackPlugin
 
     load_history(getattr(config, "cache", None), state)  # absent: -p no:cacheprovider
     if config.args_source != pytest.Config.ArgsSource.ARGS:

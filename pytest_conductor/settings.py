@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_conductor.durations import parse_duration
-from pytest_conductor.nested import NESTED_ENV
+from pytest_conductor.plan.durations import parse_duration
+from pytest_conductor.util.nested import NESTED_ENV
 
 __all__ = ["OPTIONS", "Option", "Settings", "add_options", "resolve_settings"]
 

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_conductor.blocking import NodeOutcome
+from pytest_conductor.graph.blocking import NodeOutcome
 
 if TYPE_CHECKING:  # kept out of the import path of a run without --conductor-track
-    from pytest_conductor.criteria import Criterion
-    from pytest_conductor.plan import Plan
+    from pytest_conductor.acceptance.criteria import Criterion
+    from pytest_conductor.plan.reader import Plan
     from pytest_conductor.settings import Settings
 
 __all__ = ["STATE_KEY", "ConductorState", "get_state"]

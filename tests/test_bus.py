@@ -13,7 +13,7 @@ import filelock
 import pytest
 
 from pytest_conductor.bus import BusError, BusLockTimeout, BusWarning, LockInfo, MessageBus, _files
-from pytest_conductor.timestamps import format_iso, parse_iso, utc_now_iso
+from pytest_conductor.util.timestamps import format_iso, parse_iso, utc_now_iso
 
 START = datetime(2026, 11, 27, 12, 0, 0, tzinfo=timezone.utc)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pytest_conductor.changes import (
+from pytest_conductor.report.changes import (
     changed_files,
     git_toplevel,
     head_sha,

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from pytest_conductor.bus import MESSAGE_TYPES, MessageBus
-from pytest_conductor.cli import build_parser, main
-from pytest_conductor.timestamps import format_iso, utc_now
+from pytest_conductor.cli.main import build_parser, main
+from pytest_conductor.util.timestamps import format_iso, utc_now
 
 COMMANDS = [
     "init",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_conductor.dispatch import (
+from pytest_conductor.agents.dispatch import (
     TemplateError,
     agent_registry,
     new_worker_id,
@@ -24,7 +24,7 @@ from pytest_conductor.dispatch import (
     running_line,
     set_aside_events,
 )
-from pytest_conductor.processes import GroupRecord, kill_group, process_alive
+from pytest_conductor.util.processes import GroupRecord, kill_group, process_alive
 from tests.conftest import PlanWriter
 
 PY = shlex.quote(sys.executable)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_conductor.durations import format_duration, parse_duration
+from pytest_conductor.plan.durations import format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_conductor.graph import (
+from pytest_conductor.graph.algorithms import (
     ancestors,
     critical_path,
     dependents,
@@ -317,8 +317,8 @@ def test_width_of_a_large_graph_is_quick_and_exact() -> None:
 DETERMINISM_SCRIPT = textwrap.dedent(
     """
     import json, random
-    from pytest_conductor import graph
-    from pytest_conductor.plan import parse_plan
+    from pytest_conductor.graph import algorithms as graph
+    from pytest_conductor.plan.reader import parse_plan
     rng = random.Random(7)
     ids = [f"{a}.{b}" for a in range(1, 8) for b in range(1, 8)]
     deps = {n: rng.sample(ids[:i], min(i, rng.randint(0, 3))) for i, n in enumerate(ids)}

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_conductor.graph_export import (
+from pytest_conductor.plan.reader import parse_plan
+from pytest_conductor.report.graph_file import (
     STATES,
     node_states,
     render_graph,
@@ -15,7 +16,6 @@ from pytest_conductor.graph_export import (
     to_mermaid,
     write_graph,
 )
-from pytest_conductor.plan import parse_plan
 
 PLAN = parse_plan(
     """

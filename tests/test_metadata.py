@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pytest_conductor.metadata import (
+from pytest_conductor.report.metadata import (
     LOCK_NAME,
     ExecutionRecord,
     MetadataError,
@@ -20,7 +20,7 @@ from pytest_conductor.metadata import (
     metadata_lock,
     update_metadata,
 )
-from pytest_conductor.timestamps import parse_iso
+from pytest_conductor.util.timestamps import parse_iso
 
 RECORD = ExecutionRecord(
     status="FAILED",

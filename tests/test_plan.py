@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_conductor.plan import Group, Plan, PlanError, PlanProblem, load_plan, parse_plan
+from pytest_conductor.plan.reader import Group, Plan, PlanError, PlanProblem, load_plan, parse_plan
 
 
 def md(text: str) -> str:

@@ -371,7 +371,10 @@ def test_without_a_track_the_plugin_imports_only_its_light_modules() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
     assert "yaml" not in out and "filelock" not in out
-    assert "pytest_conductor.plan" not in out and "pytest_conductor.scheduling" not in out
+    assert (
+        "pytest_conductor.plan.reader" not in out
+        and "pytest_conductor.scheduling.scheduler" not in out
+    )
     assert "pytest_conductor.plugin" in out
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_conductor.processes import (
+from pytest_conductor.util.processes import (
     GroupRegistry,
     group_running,
     kill_group,
@@ -179,7 +179,7 @@ def test_parent_death_signal_kills_the_child_when_its_parent_dies(tmp_path: Path
     parent = textwrap.dedent(
         """
         import subprocess, sys
-        from pytest_conductor.processes import parent_death_signal
+        from pytest_conductor.util.processes import parent_death_signal
         child = subprocess.Popen(
             ["sleep", "60"], preexec_fn=parent_death_signal(), start_new_session=True
         )

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_conductor.acceptance import parse_criteria
-from pytest_conductor.plan import Node, Plan
-from pytest_conductor.prompt import (
+from pytest_conductor.agents.prompt import (
     DependencyResult,
     PreviousFailure,
     PromptInput,
@@ -16,6 +15,7 @@ from pytest_conductor.prompt import (
     describe_criterion,
     render_prompt,
 )
+from pytest_conductor.plan.reader import Node, Plan
 
 ROOT = Path("/project")
 BUS = ROOT / "conductor/tracks/auth/.message-bus"

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_conductor.blocking import NodeOutcome
-from pytest_conductor.graph import descendants
-from pytest_conductor.readiness import (
+from pytest_conductor.graph.algorithms import descendants
+from pytest_conductor.graph.blocking import NodeOutcome
+from pytest_conductor.scheduling.readiness import (
     BLOCKED,
     FAILED,
     FINAL_STATES,

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Protocol
 import execnet
 import pytest
 
-from pytest_conductor import xdist_hooks
-from pytest_conductor.blocking import NodeOutcome
-from pytest_conductor.plan import Node, Plan
-from pytest_conductor.scheduling import DagScheduling
+from pytest_conductor.graph.blocking import NodeOutcome
+from pytest_conductor.plan.reader import Node, Plan
+from pytest_conductor.scheduling import xdist_hooks
+from pytest_conductor.scheduling.scheduler import DagScheduling
 from pytest_conductor.settings import Settings
 from pytest_conductor.state import STATE_KEY, ConductorState
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from pytest_conductor.plan import Node
-from pytest_conductor.report_plugin import JUNIT_PROPERTY_KEYS, error_text, junit_properties
+from pytest_conductor.plan.reader import Node
+from pytest_conductor.report.events import error_text
+from pytest_conductor.report.junit import JUNIT_PROPERTY_KEYS, junit_properties
 from tests.conftest import PlanWriter
 
 CHAIN = """

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pytest_conductor.blocking import NodeOutcome
-from pytest_conductor.summary import (
+from pytest_conductor.graph.blocking import NodeOutcome
+from pytest_conductor.report.summary import (
     RunFacts,
     blocking_chain,
     collect_only_lines,

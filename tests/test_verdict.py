@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pytest_conductor.verdict import FAIL, PASS, Verdict, decide
+from pytest_conductor.report.verdict import FAIL, PASS, Verdict, decide
 
 
 def test_all_passed_is_pass() -> None:

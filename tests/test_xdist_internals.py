@@ -1,7 +1,7 @@
 """What pytest-conductor relies on inside pytest-xdist (and pytest), asserted by name.
 
 These tests fail loudly when a new xdist changes an internal that the DAG scheduler or
-the worker patch uses: see DESIGN §9 and ``pytest_conductor/xdist_worker.py``.
+the worker patch uses: see DESIGN §9 and ``pytest_conductor/scheduling/worker_patch.py``.
 """
 
 from __future__ import annotations
@@ -20,33 +20,33 @@ import xdist.report
 import xdist.workermanage
 from xdist.scheduler.protocol import Scheduling
 
-from pytest_conductor import xdist_worker
-from pytest_conductor.scheduling import DagScheduling
+from pytest_conductor.scheduling import worker_patch
+from pytest_conductor.scheduling.scheduler import DagScheduling
 
 
 def test_installed_xdist_is_supported() -> None:
-    found = xdist_worker.xdist_version()
+    found = worker_patch.xdist_version()
     assert found is not None
-    low, high = xdist_worker.SUPPORTED_XDIST
+    low, high = worker_patch.SUPPORTED_XDIST
     assert low <= found[:2] < high, found
-    xdist_worker.check_supported()
+    worker_patch.check_supported()
 
 
 def test_an_unsupported_version_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(xdist_worker, "version", lambda _name: "3.9.0")
+    monkeypatch.setattr(worker_patch, "version", lambda _name: "3.9.0")
     with pytest.raises(pytest.UsageError, match=r"pytest-xdist 3\.9\.0 is not supported"):
-        xdist_worker.check_supported()
+        worker_patch.check_supported()
 
 
 def test_a_changed_worker_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(xdist.remote.WorkerInteractor, "run_one_test")
     with pytest.raises(pytest.UsageError, match="WorkerInteractor lacks run_one_test"):
-        xdist_worker.check_supported()
+        worker_patch.check_supported()
 
 
 def test_worker_interactor_source_has_what_the_patch_relies_on() -> None:
     # check_supported skips this when no source is shipped; here the source must exist.
-    for method, fragments in xdist_worker._REQUIRED_SOURCE.items():
+    for method, fragments in worker_patch._REQUIRED_SOURCE.items():
         source = inspect.getsource(getattr(xdist.remote.WorkerInteractor, method))
         for fragment in fragments:
             assert fragment in source, (method, fragment)
@@ -195,8 +195,8 @@ def make_worker(
     channel = FakeChannel()
     interactor: Any = xdist.remote.WorkerInteractor(config, channel)  # type: ignore[arg-type]
     if patched:
-        assert xdist_worker.find_interactor(config) is interactor
-        xdist_worker.install(config)
+        assert worker_patch.find_interactor(config) is interactor
+        worker_patch.install(config)
     interactor.session = FakeSession(items=[FakeItem("item0"), FakeItem("item1")])
     recorder = ProtocolRecorder()
     # Only the loop's own hook call is observed: real plugins would want real items.
@@ -242,5 +242,5 @@ def test_patched_worker_runs_each_item_as_soon_as_it_arrives(pytester: pytest.Py
 
 def test_install_does_nothing_outside_a_worker(pytester: pytest.Pytester) -> None:
     config = pytester.parseconfig()
-    xdist_worker.install(config)  # no workerinput: no interactor needed, no error
-    assert xdist_worker.find_interactor(config) is None
+    worker_patch.install(config)  # no workerinput: no interactor needed, no error
+    assert worker_patch.find_interactor(config) is None

@@ -23,7 +23,7 @@ from pytest_conductor.bus._model import (
     check_type,
     payload_problems,
 )
-from pytest_conductor.timestamps import format_iso, utc_now
+from pytest_conductor.util.timestamps import format_iso, utc_now
 
 __all__ = ["EVENTS", "LOCKS", "LOGS", "QUEUE", "RUNS", "VERDICT", "WORKER_STATUS", "BusBase"]
 

@@ -20,7 +20,7 @@ from types import TracebackType
 
 import filelock
 
-from pytest_conductor.atomic import atomic_write
+from pytest_conductor.util.atomic import atomic_write
 
 __all__ = ["BusLock", "BusLockTimeout", "append_line", "atomic_write", "copy_aside"]
 

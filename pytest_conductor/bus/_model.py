@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pytest_conductor.timestamps import parse_iso
+from pytest_conductor.util.timestamps import parse_iso
 
 __all__ = [
     "MESSAGE_TYPES",

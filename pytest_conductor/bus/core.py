@@ -45,7 +45,7 @@ from pytest_conductor.bus._model import (
 )
 from pytest_conductor.bus.locks import FileLocksPart
 from pytest_conductor.bus.workers import WorkerStatusPart
-from pytest_conductor.timestamps import format_iso
+from pytest_conductor.util.timestamps import format_iso
 
 __all__ = ["ROTATED_NAMES", "MessageBus"]
 

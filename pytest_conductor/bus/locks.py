@@ -16,7 +16,7 @@ from pytest_conductor.bus._model import (
     normalize_lock_path,
     parse_time,
 )
-from pytest_conductor.timestamps import format_iso
+from pytest_conductor.util.timestamps import format_iso
 
 __all__ = ["FileLocksPart"]
 

@@ -1,0 +1,213 @@
+"""The ``conductor-bus`` commands that report to the bus and read it, one handler each.
+
+Each handler takes the :class:`~pytest_conductor.cli.context.Context` and returns the exit
+status; ``watch`` lives in :mod:`pytest_conductor.cli.watch`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from pytest_conductor.bus import normalize_lock_path
+from pytest_conductor.cli.context import (
+    EXIT_FAILED,
+    EXIT_HELD,
+    EXIT_OK,
+    PROG,
+    Context,
+    UsageError,
+    project_path,
+)
+from pytest_conductor.cli.tables import table, until, workers_table
+from pytest_conductor.util.timestamps import utc_now
+
+__all__ = [
+    "cmd_blocked",
+    "cmd_complete",
+    "cmd_fail",
+    "cmd_heartbeat",
+    "cmd_init",
+    "cmd_lock",
+    "cmd_locks",
+    "cmd_post",
+    "cmd_progress",
+    "cmd_status",
+    "cmd_tail",
+    "cmd_unlock",
+]
+
+
+def cmd_init(ctx: Context) -> int:
+    bus = ctx.bus(create=True)
+    bus.init()
+    print(bus.path)
+    return EXIT_OK
+
+
+def cmd_post(ctx: Context) -> int:
+    try:
+        payload = json.loads(ctx.args.payload)
+    except ValueError as error:
+        raise UsageError(f"--payload is not valid JSON ({error}): {ctx.args.payload!r}") from None
+    if not isinstance(payload, dict):
+        raise UsageError('--payload must be a JSON object, e.g. \'{"task_id": "1.1"}\'')
+    message = ctx.bus().post(ctx.args.type, payload)
+    print(message["id"])
+    return EXIT_OK
+
+
+def cmd_heartbeat(ctx: Context) -> int:
+    task = ctx.option("task", "CONDUCTOR_TASK_ID")
+    entry = ctx.bus().heartbeat(ctx.worker, ctx.args.progress, task_id=task)
+    print(f"{entry['worker_id']} alive at {entry['last_heartbeat']}")
+    return EXIT_OK
+
+
+def cmd_progress(ctx: Context) -> int:
+    worker, task = ctx.worker, ctx.task
+    ctx.bus().progress(task, ctx.args.pct, ctx.args.note, worker_id=worker)
+    print(f"{task}: {ctx.args.pct:g}%")
+    return EXIT_OK
+
+
+def cmd_complete(ctx: Context) -> int:
+    task = ctx.task
+    worker = ctx.option("worker", "CONDUCTOR_WORKER_ID")
+    ctx.bus().complete(
+        task, ctx.args.commit, ctx.args.files or (), ctx.args.unblocks or (), worker_id=worker
+    )
+    print(f"TASK_COMPLETE {task}")
+    return EXIT_OK
+
+
+def cmd_fail(ctx: Context) -> int:
+    task = ctx.task
+    worker = ctx.option("worker", "CONDUCTOR_WORKER_ID")
+    ctx.bus().fail(task, ctx.args.error, worker_id=worker)
+    print(f"TASK_FAILED {task}")
+    return EXIT_OK
+
+
+def cmd_blocked(ctx: Context) -> int:
+    task = ctx.task
+    worker = ctx.option("worker", "CONDUCTOR_WORKER_ID")
+    by = ctx.args.by[0] if len(ctx.args.by) == 1 else ctx.args.by
+    ctx.bus().blocked(task, by, ctx.args.reason, worker_id=worker)
+    print(f"TASK_BLOCKED {task}")
+    return EXIT_OK
+
+
+def cmd_lock(ctx: Context) -> int:
+    worker, task = ctx.worker, ctx.task
+    path = project_path(ctx.args.path, ctx.root)
+    result = ctx.bus().acquire_lock(path, worker, task, ttl=ctx.args.ttl)
+    if result.granted:
+        print(f"locked {result.path} until {result.expires_at}")
+        return EXIT_OK
+    holder_task = f" (task {result.holder_task})" if result.holder_task else ""
+    print(f"{result.path} is held by {result.holder}{holder_task} until {result.expires_at}")
+    return EXIT_HELD
+
+
+def cmd_unlock(ctx: Context) -> int:
+    worker = ctx.worker
+    path = project_path(ctx.args.path, ctx.root)
+    bus = ctx.bus()
+    if bus.release_lock(path, worker):
+        print(f"unlocked {path}")
+        return EXIT_OK
+    holders = {info.path: info.worker_id for info in bus.locks()}
+    holder = holders.get(normalize_lock_path(path))
+    reason = f"it is held by {holder}" if holder else "it is not locked"
+    print(f"{PROG}: {path} not unlocked: {reason}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def cmd_locks(ctx: Context) -> int:
+    infos = ctx.bus().locks(include_expired=not ctx.args.active)
+    if ctx.args.json:
+        print(json.dumps([info.__dict__ for info in infos], indent=2))
+        return EXIT_OK
+    if not infos:
+        print("no locks")
+        return EXIT_OK
+    now = utc_now()
+    rows = [
+        [
+            i.path,
+            i.worker_id,
+            i.task_id or "-",
+            "active" if i.active else "EXPIRED",
+            i.expires_at,
+            until(i.expires_at, now),
+        ]
+        for i in infos
+    ]
+    print(table(["PATH", "WORKER", "TASK", "STATE", "EXPIRES AT", "IN"], rows))
+    return EXIT_OK
+
+
+def cmd_status(ctx: Context) -> int:
+    status = ctx.bus().worker_status()
+    if ctx.args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+        return EXIT_OK
+    if not status:
+        print("no workers")
+        return EXIT_OK
+    print(workers_table(status, utc_now(), ctx.args.stale_after))
+    return EXIT_OK
+
+
+def cmd_tail(ctx: Context) -> int:
+    bus = ctx.bus()
+    path = bus.queue_path
+    data = path.read_bytes() if path.exists() else b""
+    complete, _, partial = data.rpartition(b"\n")
+    lines = complete.split(b"\n") if complete else []
+    for line in lines[-ctx.args.lines :] if ctx.args.lines > 0 else []:
+        _write_line(line)
+    if not ctx.args.follow:
+        return EXIT_OK
+    _follow(path, len(data), partial, ctx.args.interval)
+    return EXIT_OK  # pragma: no cover - _follow returns only through Ctrl-C
+
+
+def _write_line(line: bytes) -> None:
+    sys.stdout.write(line.decode("utf-8", "replace") + "\n")
+
+
+def _follow(path: Path, position: int, partial: bytes, interval: float) -> None:
+    """Print lines appended to ``path`` until interrupted; start over when it is rotated."""
+    sys.stdout.flush()
+    identity = _identity(path)
+    while True:
+        time.sleep(interval)
+        current = _identity(path)
+        if current is None:
+            continue
+        if current[0] != (identity[0] if identity else None) or current[1] < position:
+            # The queue was moved to runs/ and a new one begun: read the new one whole.
+            identity, position, partial = current, 0, b""
+        with path.open("rb") as handle:
+            handle.seek(position)
+            chunk = handle.read()
+        if not chunk:
+            continue
+        position += len(chunk)
+        complete, _, partial = (partial + chunk).rpartition(b"\n")
+        if complete:
+            for line in complete.split(b"\n"):
+                _write_line(line)
+            sys.stdout.flush()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_size

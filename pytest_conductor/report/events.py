@@ -1,0 +1,110 @@
+"""Live bus events: each node's TASK_COMPLETE / TASK_FAILED / TASK_BLOCKED, once.
+
+Pure: no pytest import. Written as each outcome becomes known on the controller, so an
+orchestrator polling ``events/`` sees a node finish while the run goes on.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from pytest_conductor.bus import MessageBus
+from pytest_conductor.plan.reader import Node
+
+__all__ = ["EVENT_OF", "FailedReport", "LiveEvents", "error_text", "first_reason"]
+
+#: The bus event of each final node status; skipped (never run) nodes get none.
+EVENT_OF = {"passed": "TASK_COMPLETE", "failed": "TASK_FAILED", "blocked": "TASK_BLOCKED"}
+_ERROR_LINES = 20  # TASK_FAILED content: enough to see what failed, not a whole log
+_HEADER = re.compile(r"task \S+ \(.*\):")  # the first line of a node's failure report
+_XDIST_HEADER = re.compile(r"\[[\w-]+\] .* -- Python \S+")
+
+
+class FailedReport(Protocol):
+    """What :func:`error_text` reads of a ``pytest.TestReport``."""
+
+    @property
+    def longrepr(self) -> object: ...
+    @property
+    def longreprtext(self) -> str: ...
+    @property
+    def when(self) -> str | None: ...
+
+
+def error_text(report: FailedReport) -> str:
+    """The first lines of a failed report: what TASK_FAILED carries."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    # An exception's traceback starts with code lines; its crash line says what happened.
+    text = str(crash.message) if crash is not None else report.longreprtext
+    lines = text.strip().splitlines()
+    while lines and _XDIST_HEADER.match(lines[0]):
+        del lines[0]  # "[gw0] linux -- Python 3.11.7 /usr/bin/python", added by xdist
+    lines = lines[:_ERROR_LINES]
+    return "\n".join(lines) or f"{report.when} failed"
+
+
+def first_reason(text: str) -> str:
+    """One line of ``text`` that says why, skipping the ``task 1.2 (name):`` header."""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not _HEADER.fullmatch(stripped):
+            return stripped
+    return text.strip() or "failed"
+
+
+class LiveEvents:
+    """Posts each node's final event to the bus, at most once per node and kind.
+
+    ``unblocks`` maps each node to its direct dependents (``TASK_COMPLETE.unblocks``).
+    Errors of the bus (OSError, ValueError) reach the caller, which reports them.
+    """
+
+    def __init__(
+        self,
+        bus: MessageBus,
+        nodes: Mapping[str, Node],
+        unblocks: Mapping[str, Sequence[str]],
+    ) -> None:
+        self.bus = bus
+        self.nodes = nodes
+        self.unblocks = unblocks
+        #: The error text of each failed node, as first reported.
+        self.errors: dict[str, str] = {}
+        self._emitted: set[tuple[str, str]] = set()
+
+    def record_error(self, task: str, text: str) -> None:
+        self.errors.setdefault(task, text)
+
+    def pending(self, task: str, status: str) -> str | None:
+        """The event ``status`` calls for, or None when there is none or it was posted."""
+        kind = EVENT_OF.get(status)
+        if kind is None or (task, kind) in self._emitted:
+            return None
+        return kind
+
+    def emit(
+        self,
+        task: str,
+        kind: str,
+        *,
+        commit_sha: str = "",
+        blocked_by: str = "",
+        reason: str = "",
+    ) -> None:
+        """Post ``kind`` for ``task`` unless the agent already reported it itself."""
+        self._emitted.add((task, kind))
+        if self.bus.has_event(kind, task):
+            return  # the agent reported it itself (dispatch mode) and agrees
+        if kind == "TASK_COMPLETE":
+            self.bus.complete(
+                task,
+                commit_sha,
+                files_modified=self.nodes[task].files,
+                unblocks=self.unblocks.get(task, ()),
+            )
+        elif kind == "TASK_FAILED":
+            self.bus.fail(task, self.errors.get(task, "failed"))
+        else:
+            self.bus.blocked(task, blocked_by, reason)

@@ -1,0 +1,295 @@
+"""The plan collector and the node item: one pytest item per DAG node."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_conductor.acceptance import (
+    BUILTIN_KINDS,
+    CheckContext,
+    CheckResult,
+    format_failure,
+)
+from pytest_conductor.acceptance import check as check_builtin
+from pytest_conductor.agents.dispatch import (
+    TAIL_LINES,
+    AgentJob,
+    AgentResult,
+    bus_cli,
+    new_worker_id,
+    run_agent,
+    set_aside_events,
+)
+from pytest_conductor.agents.plugin import agents_waiter
+from pytest_conductor.agents.prompt import (
+    PreviousFailure,
+    PromptInput,
+    dependency_results,
+    render_prompt,
+)
+from pytest_conductor.bus import BusError, BusLockTimeout, MessageBus
+from pytest_conductor.plan.durations import format_duration
+from pytest_conductor.plan.reader import Node
+from pytest_conductor.report.junit import set_properties
+from pytest_conductor.state import ConductorState, get_state
+
+__all__ = ["AcceptanceFailed", "AgentFailed", "PlanFile", "TaskItem"]
+
+
+class AcceptanceFailed(Exception):
+    """Raised by a node whose acceptance criteria did not all hold."""
+
+    def __init__(self, results: list[CheckResult]) -> None:
+        super().__init__(format_failure(results))
+        self.results = results
+
+
+class AgentFailed(Exception):
+    """Raised by a node whose agent failed, or after whose agent a criterion failed."""
+
+    def __init__(
+        self,
+        result: AgentResult,
+        failed: list[CheckResult],
+        checks: list[CheckResult],
+        attempts: int,
+        history: list[str],
+    ) -> None:
+        self.result = result
+        self.failed = failed
+        super().__init__(_agent_failure_text(result, checks, attempts, history))
+
+
+def _agent_failure_text(
+    result: AgentResult, checks: list[CheckResult], attempts: int, history: list[str]
+) -> str:
+    """The failure report: why first (its first line becomes TASK_FAILED's summary)."""
+    where = f"attempt {result.attempt} of {attempts}, worker {result.worker_id}"
+    parts = []
+    if result.reason:
+        parts.append(f"{result.reason} ({where})")
+    else:
+        parts.append(format_failure(checks))
+        parts.append(f"the agent ended well ({where}, {format_duration(result.duration)})")
+    if len(history) > 1:
+        parts.append("attempts:\n" + "\n".join(f"  {line}" for line in history))
+    details = [f"  prompt: {result.prompt}", f"  log:    {result.log}"]
+    details += [f"  bus:    {warning}" for warning in result.warnings]
+    if result.released_locks:
+        details.append("  locks released: " + ", ".join(result.released_locks))
+    if result.tail.strip():
+        details.append(f"  agent output (last {TAIL_LINES} lines):")
+        details += [f"    {line}" for line in result.tail.splitlines()]
+    parts.append("\n".join(details))
+    return "\n\n".join(parts)
+
+
+class PlanFile(pytest.File):
+    """``plan.md`` of the track: yields one :class:`TaskItem` per node, in plan order."""
+
+    def collect(self) -> Iterator[TaskItem]:
+        state = _require_state(self.config)
+        for node in state.plan.nodes:
+            yield TaskItem.from_parent(self, name=node.id, task=node)
+
+
+class TaskItem(pytest.Item):
+    """One DAG node. Running it runs the node's agent (dispatch mode), then checks the
+    node's acceptance criteria."""
+
+    def __init__(self, *, task: Node, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.task = task
+        # `-k <type>` selects nodes; phases and words of node names match too.
+        self.extra_keyword_matches.update(k for k in (task.type, task.phase, task.name) if k)
+        self.user_properties.append(("task_id", task.id))
+
+    @property
+    def state(self) -> ConductorState:
+        return _require_state(self.config)
+
+    @cached_property
+    def bus(self) -> MessageBus:
+        """The track's bus, one object for the node's checks, prompts and status."""
+        return MessageBus(self.state.settings.bus_dir, warn=False)
+
+    def runtest(self) -> None:
+        template = self.task.worker or self.state.settings.worker
+        if template is None:
+            self._verify_only()
+        else:
+            self._dispatch(template)
+
+    def _verify_only(self) -> None:
+        results = self._check_all(agent_ran=False)
+        if not all(r.passed for r in results):
+            raise AcceptanceFailed(results)
+
+    def _check_all(self, *, agent_ran: bool) -> list[CheckResult]:
+        settings = self.state.settings
+        context = CheckContext(
+            root=settings.root,
+            task_id=self.task.id,
+            has_event=self.bus.has_event,
+            agent_ran=agent_ran,
+            strict_prose=settings.strict_prose,
+            default_timeout=settings.command_timeout,
+        )
+        criteria = self.state.criteria[self.task.id]
+        results = [self._check(criterion, context) for criterion in criteria]
+        # user_properties travel with the report (through xdist too) and into --junitxml.
+        self.user_properties.extend(
+            ("acceptance_note", f"{r.criterion.describe()}: {r.note}") for r in results if r.note
+        )
+        return results
+
+    def _dispatch(self, template: str) -> None:
+        """Run the node's agent, then its acceptance criteria; retry as configured."""
+        state = self.state
+        settings = state.settings
+        attempts = settings.retries + 1
+        previous: PreviousFailure | None = None
+        history: list[str] = []
+        for attempt in range(1, attempts + 1):
+            worker_id = new_worker_id(self.task.id)
+            # A retry replaces the values of the attempt before.
+            set_properties(
+                self.user_properties, [("worker_id", worker_id), ("attempts", str(attempt))]
+            )
+            result = run_agent(
+                self._job(template, worker_id, attempt, attempts, previous),
+                on_wait=agents_waiter(self.config),
+            )
+            checks: list[CheckResult] = []
+            if not result.failed:
+                checks = self._check_all(agent_ran=True)
+                if all(c.passed for c in checks):
+                    _set_status(self.bus, worker_id, self.task.id, "COMPLETED")
+                    self.add_report_section(
+                        "call", "conductor", _passed_section(result, attempts, history)
+                    )
+                    return
+                _set_status(self.bus, worker_id, self.task.id, "FAILED")
+            failed = [c for c in checks if not c.passed]
+            reason = (
+                result.reason or f"acceptance criterion failed: {failed[0].criterion.describe()}"
+            )
+            history.append(f"attempt {attempt}: {reason} (worker {worker_id})")
+            # The next attempt (or the controller, after the last) reports for itself;
+            # after the last, the agent's own TASK_FAILED is kept as the node's event.
+            kinds = ("TASK_COMPLETE", "TASK_FAILED") if attempt < attempts else ("TASK_COMPLETE",)
+            set_aside_events(settings.bus_dir, self.task.id, attempt, kinds)
+            previous = PreviousFailure(
+                attempt=attempt,
+                reason=reason,
+                failed_criteria=tuple(
+                    f"{c.criterion.describe()}: expected {c.expected}; seen {c.seen}"
+                    for c in failed
+                ),
+                output_tail=result.tail,
+            )
+            if attempt == attempts:
+                raise AgentFailed(result, failed, checks, attempts, history)
+
+    def _job(
+        self,
+        template: str,
+        worker_id: str,
+        attempt: int,
+        attempts: int,
+        previous: PreviousFailure | None,
+    ) -> AgentJob:
+        state = self.state
+        settings = state.settings
+        task = self.task
+        group = next((g.id for g in state.plan.groups if task.id in g.tasks), None)
+        timeout = task.timeout or settings.timeout
+        prompt = render_prompt(
+            PromptInput(
+                track=str(settings.track),
+                node=task,
+                worker_id=worker_id,
+                root=settings.root,
+                bus_dir=settings.bus_dir,
+                plan_path=settings.plan_path,
+                criteria=state.criteria[task.id],
+                dependencies=dependency_results(
+                    task, state.plan, self.bus.messages(), state.selected, state.last_outcomes
+                ),
+                parallel_group=group,
+                attempt=attempt,
+                attempts=attempts,
+                previous=previous,
+                heartbeat=settings.heartbeat,
+                timeout=timeout,
+                bus_command=bus_cli(),
+            )
+        )
+        return AgentJob(
+            track=str(settings.track),
+            task_id=task.id,
+            worker_id=worker_id,
+            template=template,
+            root=settings.root,
+            bus_dir=settings.bus_dir,
+            prompt_text=prompt,
+            attempt=attempt,
+            timeout=timeout,
+            heartbeat=settings.heartbeat,
+            parallel_group=group,
+        )
+
+    def _check(self, criterion: Any, context: CheckContext) -> CheckResult:
+        if criterion.kind == "prose" or criterion.kind in BUILTIN_KINDS:
+            return check_builtin(criterion, context)
+        result: CheckResult | None = self.ihook.pytest_conductor_check_criterion(
+            criterion=criterion, context=context
+        )
+        if result is None:
+            raise pytest.UsageError(f"no plugin answered acceptance kind {criterion.kind!r}")
+        return result
+
+    def repr_failure(
+        self,
+        excinfo: pytest.ExceptionInfo[BaseException],
+        style: Any = None,
+    ) -> str | Any:
+        if isinstance(excinfo.value, (AcceptanceFailed, AgentFailed)):
+            return f"task {self.task.id} ({self.task.name}):\n{excinfo.value}"
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        line = self.task.line - 1 if self.task.line else None
+        return self.path, line, f"task {self.task.id}: {self.task.name}"
+
+
+def _set_status(bus: MessageBus, worker_id: str, task_id: str, status: str) -> None:
+    """Record the worker's end state; a bus that cannot be written must not fail the node."""
+    with contextlib.suppress(OSError, BusError, BusLockTimeout):
+        bus.set_worker_status(worker_id, status, task_id=task_id)
+
+
+def _passed_section(result: AgentResult, attempts: int, history: list[str]) -> str:
+    lines = [
+        f"attempt {result.attempt} of {attempts} passed "
+        f"(worker {result.worker_id}, {format_duration(result.duration)})",
+        *history,
+        f"log: {result.log}",
+    ]
+    lines += [f"bus: {warning}" for warning in result.warnings]
+    if result.released_locks:
+        lines.append("locks released for the agent: " + ", ".join(result.released_locks))
+    return "\n".join(lines)
+
+
+def _require_state(config: pytest.Config) -> ConductorState:
+    state = get_state(config)
+    if state is None:  # only reachable if a PlanFile is built without --conductor-track
+        raise pytest.UsageError("pytest-conductor: no track loaded (use --conductor-track=ID)")
+    return state
