@@ -90,6 +90,14 @@ OPTIONS: tuple[Option, ...] = (
         metavar="PATH",
     ),
     Option(
+        "--conductor-summary-md",
+        "conductor_summary_md",
+        "write the run's Markdown summary (verdict, node table, blocked chains, critical "
+        "path, Mermaid DAG) to PATH; GITHUB_STEP_SUMMARY gets it appended in any case",
+        ini="conductor_summary_md",
+        metavar="PATH",
+    ),
+    Option(
         "--conductor-metadata-lock-timeout",
         "conductor_metadata_lock_timeout",
         "wait this long for the orchestrator's .metadata.lock before leaving metadata.json "
@@ -132,6 +140,7 @@ class Settings:
     heartbeat: float = 300.0
     retries: int = 0
     graph: Path | None = None
+    summary_md: Path | None = None
     metadata_lock_timeout: float = 30.0
 
     @property
@@ -229,6 +238,12 @@ def resolve_settings(config: pytest.Config) -> Settings:
         graph = Path(config.invocation_params.dir) / graph_raw
         if graph.suffix not in (".mmd", ".md", ".dot"):
             raise _usage("--conductor-graph", graph_raw, "expected a .mmd, .md or .dot file")
+    summary_raw, where = _raw(config, _by_dest("conductor_summary_md"))
+    summary_md = None
+    if summary_raw is not None and summary_raw.strip():
+        # CLI paths are relative to the invocation dir, ini paths to the ini file's folder.
+        base = config.invocation_params.dir if where.startswith("--") else config.rootpath
+        summary_md = Path(base) / summary_raw
 
     if track is not None and not track.strip():
         raise _usage("--conductor-track", track, "a track id is required")
@@ -243,6 +258,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
         heartbeat=heartbeat,
         retries=retries,
         graph=graph,
+        summary_md=summary_md,
         metadata_lock_timeout=metadata_lock_timeout,
     )
 

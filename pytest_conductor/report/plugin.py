@@ -15,6 +15,7 @@ reported in the ``conductor`` section of the terminal summary and the run goes o
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Generator, Iterator, Sequence
@@ -35,6 +36,7 @@ from pytest_conductor.report.changes import (
 from pytest_conductor.report.events import LiveEvents, error_text
 from pytest_conductor.report.graph_file import node_states, write_graph
 from pytest_conductor.report.junit import junit_properties, name_testcases, set_properties
+from pytest_conductor.report.markdown import render_markdown
 from pytest_conductor.report.metadata import (
     LOCK_NAME,
     METADATA_NAME,
@@ -45,6 +47,7 @@ from pytest_conductor.report.record import execution_record
 from pytest_conductor.report.summary import RunFacts, collect_only_lines, summary_lines
 from pytest_conductor.report.verdict import Verdict, decide
 from pytest_conductor.state import ConductorState
+from pytest_conductor.util.atomic import atomic_write
 from pytest_conductor.util.timestamps import utc_now_iso
 
 __all__ = ["ReportPlugin"]
@@ -238,6 +241,7 @@ class ReportPlugin:
             self.bus.parallel_complete(str(state.settings.track), self.verdict.passed)
         self._write_graph(statuses)
         self._name_junit_testcases(config)
+        self._write_markdown_summary()
 
     def _not_counted(self, config: pytest.Config) -> list[Path]:
         """Paths whose changes are the plugin's or pytest's own output, not the work's."""
@@ -380,6 +384,39 @@ class ReportPlugin:
         else:  # -p no:terminal: orchestrators still read the last line of stdout
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
+
+    # -- Markdown summary (CI job summary) ---------------------------------------------------
+
+    def _write_markdown_summary(self) -> None:
+        """The run as Markdown: appended to ``$GITHUB_STEP_SUMMARY`` (GitHub Actions shows
+        the file on the run's page; other steps append to it too) and written whole to
+        ``--conductor-summary-md``."""
+        state = self.state
+        step_summary = os.environ.get("GITHUB_STEP_SUMMARY", "").strip()
+        if self.verdict is None or (not step_summary and state.settings.summary_md is None):
+            return
+        facts = RunFacts(
+            track=str(state.settings.track),
+            selected=state.selected,
+            deps=state.plan.deps,
+            outcomes=state.outcomes,
+            durations=state.durations,
+            wall_time=self._wall_time(),
+            names={t: n.name for t, n in self.nodes.items()},
+        )
+        text = render_markdown(state.plan, facts, self.verdict, self.events.errors)
+        if state.settings.summary_md is not None:
+            path = state.settings.summary_md
+            with self._guard(f"Markdown summary not written to {path}"):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(path, text.encode("utf-8"), durable=False)
+        if step_summary:
+            with (
+                self._guard(f"job summary not written to {step_summary}"),
+                Path(step_summary).open("a", encoding="utf-8") as file,
+            ):
+                # Apart from what earlier steps wrote: a heading must start its own line.
+                file.write(f"\n{text}" if file.tell() else text)
 
     # -- helpers ---------------------------------------------------------------------------
 
