@@ -45,6 +45,7 @@ from pytest_conductor.cli.context import (
     print_warnings,
     project_path,
 )
+from pytest_conductor.cli.tracks import cmd_tracks
 from pytest_conductor.cli.watch import cmd_watch, render_frame
 
 __all__ = [
@@ -250,6 +251,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=10,
         metavar="N",
         help="how many recent messages to show (default 10)",
+    )
+    p = command(
+        "tracks",
+        cmd_tracks,
+        "list the tracks under the root (id, plan shape, nodes, last verdict); "
+        "--changed-since: only those a change touched",
+        "conductor-bus tracks --json --changed-since origin/main...HEAD",
+    )
+    p.add_argument("--json", action="store_true", help="print one line of JSON (a list)")
+    p.add_argument("--ids", action="store_true", help="print only the ids, one a line")
+    p.add_argument(
+        "--changed-since",
+        metavar="REV",
+        help="only tracks whose folder, or whose nodes' files, changed since REV (git)",
     )
     return parser
 
