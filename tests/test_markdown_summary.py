@@ -235,3 +235,23 @@ def test_no_summary_under_collect_only(
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step))
     track.runpytest("--conductor-track=t", "--collect-only", *FAST)
     assert not step.exists()
+
+
+@pytest.mark.slow
+def test_with_xdist_workers_the_page_is_written_once(
+    track: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    step = track.path / "step_summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step))
+    result = track.runpytest_subprocess("-n", "2", "--conductor-track=t", *FAST)
+    result.assert_outcomes(passed=2, failed=1, skipped=2)
+    page = step.read_text(encoding="utf-8")
+    assert page.count("## ❌ Conductor track `t`: FAIL") == 1  # by the controller alone
+    assert [cells[2] for cells in _rows(page).values()] == [
+        "✅ passed",
+        "❌ failed",
+        "✅ passed",
+        "⛔ blocked",
+        "⛔ blocked",
+    ]
+    assert "missing.txt" in _rows(page)["1.2"][4]
