@@ -8,11 +8,14 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pytest_conductor.cli.main import main
+from pytest_conductor.cli.tracks import TrackInfo, touched_tracks
 from tests.conftest import render_plan
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
@@ -262,3 +265,42 @@ def test_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["tracks", "--help"]) == 0
     out = capsys.readouterr().out
     assert "conductor-bus tracks --json --changed-since" in out
+
+
+def test_json_and_ids_exclude_each_other(project: Path) -> None:
+    done = conductor_bus(project, "--json", "--ids")
+    assert done.returncode == 2
+    assert "not allowed with argument" in done.stderr
+
+
+# -- the matching rule, on plain data --------------------------------------------------------
+
+
+def _info(track: str, *files: str) -> TrackInfo:
+    return TrackInfo(track, "dag", 1, None, None, files)
+
+
+def test_touched_tracks_rule() -> None:
+    tracks = [_info("a", "src/a.py"), _info("b", "lib/"), _info("c", "docs/**/*.md", "")]
+    assert touched_tracks(tracks, []) == []
+    assert [t.id for t in touched_tracks(tracks, ["src/a.py"])] == ["a"]
+    assert [t.id for t in touched_tracks(tracks, ["src/a.py.bak", "src/a"])] == []
+    assert [t.id for t in touched_tracks(tracks, ["lib/x/y.py"])] == ["b"]
+    assert [t.id for t in touched_tracks(tracks, ["library/y.py"])] == []
+    assert [t.id for t in touched_tracks(tracks, ["docs/x/y.md"])] == ["c"]
+    assert [t.id for t in touched_tracks(tracks, ["conductor/tracks/c/notes.txt"])] == ["c"]
+    own = ["conductor/tracks/a/.message-bus/queue.jsonl", "conductor/tracks/b/metadata.json"]
+    assert touched_tracks(tracks, own) == []
+    # A track id that prefixes another's is not the other's folder.
+    assert touched_tracks([_info("a")], ["conductor/tracks/ab/plan.md"]) == []
+
+
+@given(st.lists(st.text("abc/._", min_size=1, max_size=12), min_size=1, max_size=4))
+def test_a_node_file_always_touches_its_track(paths: list[str]) -> None:
+    clean = [p for p in paths if p.strip("/") and ".." not in p]
+    track = _info("t", *clean)
+    for path in clean:
+        normal = PurePosixPath(path.strip("/")).as_posix()
+        if normal in (".", ""):
+            continue
+        assert touched_tracks([track], [normal]) == [track], (path, normal)

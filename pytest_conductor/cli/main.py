@@ -259,8 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--changed-since: only those a change touched",
         "conductor-bus tracks --json --changed-since origin/main...HEAD",
     )
-    p.add_argument("--json", action="store_true", help="print one line of JSON (a list)")
-    p.add_argument("--ids", action="store_true", help="print only the ids, one a line")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print one line of JSON (a list)")
+    form.add_argument("--ids", action="store_true", help="print only the ids, one a line")
     p.add_argument(
         "--changed-since",
         metavar="REV",

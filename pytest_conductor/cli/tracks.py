@@ -157,7 +157,8 @@ def _under(path: PurePosixPath, prefix: PurePosixPath) -> bool:
 def _names_file(pattern: str, path: PurePosixPath) -> bool:
     """Whether a node's ``files`` entry names ``path``: the file itself, a folder above it,
     or a glob that matches it."""
-    cleaned = pattern.strip().removeprefix("./").rstrip("/")
+    # Paths in a plan are relative to the project root; a leading "/" means that root too.
+    cleaned = pattern.strip().removeprefix("./").strip("/")
     if not cleaned:
         return False
     if _GLOB.search(cleaned):
