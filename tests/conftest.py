@@ -7,6 +7,12 @@ from pathlib import Path
 
 import pytest
 
+# Imported here, before any test, on purpose: pytester's in-process runs drop the modules
+# a run imported, and PyYAML's C parser keeps the first yaml.nodes classes it saw, so a
+# yaml imported for the first time inside one run parses wrongly in every later run
+# (a plan then reads as "no DAG block"). Holding it from the start keeps it one module.
+import yaml  # noqa: F401
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 PlanWriter = Callable[..., Path]
