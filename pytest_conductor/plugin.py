@@ -52,6 +52,14 @@ def _load_state(config: pytest.Config) -> ConductorState | None:
     except (TrackError, PlanError) as exc:
         raise pytest.UsageError(f"conductor: {exc}") from None
     config.stash[STATE_KEY] = state
+    if not hasattr(config, "workerinput"):  # once per run: workers read the same plan
+        from pytest_conductor.warnings import ConductorWarning
+
+        for warning in state.plan.warnings:
+            config.issue_config_time_warning(
+                ConductorWarning(f"conductor: {state.settings.plan_path.name} {warning}"),
+                stacklevel=2,
+            )
     return state
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
@@ -94,6 +94,9 @@ class Plan:
     nodes: tuple[Node, ...]  # in plan order
     groups: tuple[Group, ...] = ()
     dag_line: int | None = None  # line of the ``dag:`` key in plan.md
+    # Things the user should know that do not stop the run (the plugin shows each as a
+    # ConductorWarning), e.g. a parallel group naming a task that is not a node.
+    warnings: tuple[PlanProblem, ...] = ()
 
     # Cached: the scheduler and the reporters ask once per item or report, and a plan
     # never changes once read (cached_property writes the instance dict, so frozen is fine).
@@ -319,6 +322,7 @@ class _Reader:
         self.loader = loader
         self.offset = block.line + 1  # plan.md line of YAML line 0
         self.problems: list[PlanProblem] = []
+        self.warnings: list[PlanProblem] = []
 
     # helpers ------------------------------------------------------------------------
 
@@ -446,9 +450,27 @@ class _Reader:
         return Plan(
             path=path,
             nodes=tuple(read.node for read in nodes),
-            groups=tuple(read.group for read in groups),
+            groups=tuple(self.known_tasks(read, nodes) for read in groups),
             dag_line=self.line(dag_key),
+            warnings=tuple(self.warnings),
         )
+
+    def known_tasks(self, read: _ReadGroup, nodes: Sequence[_ReadNode]) -> Group:
+        """The group without the tasks that are no node: the orchestrator's dispatcher
+        skips those, so a plan it runs must run here too (with a warning)."""
+        ids = {node.node.id for node in nodes}
+        group = read.group
+        tasks = tuple(task for task in group.tasks if task in ids)
+        for task in group.tasks:
+            if task not in ids:
+                self.warnings.append(
+                    PlanProblem(
+                        f"parallel group {group.id} names {task}, which is not a node in the "
+                        "plan; it is left out of the group",
+                        read.tasks_line,
+                    )
+                )
+        return replace(group, tasks=tasks) if tasks != group.tasks else group
 
     def read_nodes(self, seq: YamlNode | None, dag_key: YamlNode) -> list[_ReadNode]:
         if seq is None or _is_null(seq):
@@ -618,12 +640,6 @@ class _Reader:
                     group.line,
                 )
             group_line.setdefault(group.id, group.line)
-            for task in group.tasks:
-                if task not in first_line:
-                    self.problem(
-                        f"parallel group {group.id} names {task}, which is not a node in the plan",
-                        read_group.tasks_line,
-                    )
 
 
 def _detail(exc: BaseException) -> str:
