@@ -107,6 +107,16 @@ OPTIONS: tuple[Option, ...] = (
         is_flag=True,
     ),
     Option(
+        "--conductor-checklist-order",
+        "conductor_checklist_order",
+        "how tasks of a plan without a DAG block depend on each other: 'file' (each after "
+        "the one before it) or 'phase' (a phase's tasks are independent; phases stay "
+        "barriers) (default: file)",
+        ini="conductor_checklist_order",
+        default="file",
+        metavar="ORDER",
+    ),
+    Option(
         "--conductor-command-timeout",
         "conductor_command_timeout",
         "default timeout of `run` and `pytest` criteria (default: 5m)",
@@ -133,6 +143,7 @@ class Settings:
     retries: int = 0
     graph: Path | None = None
     metadata_lock_timeout: float = 30.0
+    checklist_order: str = "file"
 
     @property
     def active(self) -> bool:
@@ -230,6 +241,11 @@ def resolve_settings(config: pytest.Config) -> Settings:
         if graph.suffix not in (".mmd", ".md", ".dot"):
             raise _usage("--conductor-graph", graph_raw, "expected a .mmd, .md or .dot file")
 
+    order_raw, where = _raw(config, _by_dest("conductor_checklist_order"))
+    checklist_order = str(order_raw).strip().lower()
+    if checklist_order not in ("file", "phase"):
+        raise _usage(where, str(order_raw), "expected 'file' or 'phase'")
+
     if track is not None and not track.strip():
         raise _usage("--conductor-track", track, "a track id is required")
     return Settings(
@@ -244,6 +260,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
         retries=retries,
         graph=graph,
         metadata_lock_timeout=metadata_lock_timeout,
+        checklist_order=checklist_order,
     )
 
 

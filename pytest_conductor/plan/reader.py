@@ -27,8 +27,19 @@ from yaml.nodes import Node as YamlNode
 from pytest_conductor.graph.algorithms import find_cycle
 from pytest_conductor.plan.blocks import DAG_LINE, CodeBlock, code_blocks
 from pytest_conductor.plan.durations import parse_duration
+from pytest_conductor.plan.marks import Checkpoint, Mark
 
-__all__ = ["Group", "Node", "Plan", "PlanError", "PlanProblem", "load_plan", "parse_plan"]
+__all__ = [
+    "Group",
+    "NoDagBlock",
+    "Node",
+    "Plan",
+    "PlanError",
+    "PlanProblem",
+    "load_plan",
+    "parse_plan",
+    "read_plan_text",
+]
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,10 @@ class PlanError(Exception):
         return "\n".join(lines)
 
 
+class NoDagBlock(PlanError):
+    """plan.md has no DAG block; it may still be a checklist plan (see plan.checklist)."""
+
+
 @dataclass(frozen=True)
 class Node:
     """One DAG node (task). Values are text as written; durations are seconds."""
@@ -75,6 +90,10 @@ class Node:
     timeout: float | None = None
     line: int | None = None
     extra: Mapping[str, object] = field(default_factory=dict)
+    # The task's checkbox in plan.md ([ ] [~] [x] [!] [-]), when it has one.
+    mark: Mark | None = None
+    # The checkpoint of the phase this task ends, when its heading has one.
+    checkpoint: Checkpoint | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +116,8 @@ class Plan:
     # Things the user should know that do not stop the run (the plugin shows each as a
     # ConductorWarning), e.g. a parallel group naming a task that is not a node.
     warnings: tuple[PlanProblem, ...] = ()
+    # "dag" (a YAML DAG block) or "checklist" (a task list read as one, see plan.checklist).
+    form: str = "dag"
 
     # Cached: the scheduler and the reporters ask once per item or report, and a plan
     # never changes once read (cached_property writes the instance dict, so frozen is fine).
@@ -120,16 +141,20 @@ class Plan:
 
 def load_plan(path: Path) -> Plan:
     """Read and parse ``path`` (UTF-8); a missing or unreadable file is a PlanError too."""
+    return parse_plan(read_plan_text(path), path)
+
+
+def read_plan_text(path: Path) -> str:
+    """plan.md as text; a missing or unreadable file is a PlanError."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: editors on Windows add a BOM
+        return path.read_text(encoding="utf-8-sig")  # -sig: editors on Windows add a BOM
     except FileNotFoundError:
         raise PlanError(path, [PlanProblem("plan file not found")]) from None
     except UnicodeDecodeError as exc:
         raise PlanError(path, [PlanProblem(f"not valid UTF-8 text: {exc.reason}")]) from None
     except OSError as exc:
         raise PlanError(path, [PlanProblem(f"cannot read plan file: {exc.strerror}")]) from None
-    return parse_plan(text, path)
 
 
 def parse_plan(text: str, path: Path | str = "plan.md") -> Plan:
@@ -144,7 +169,7 @@ def parse_plan(text: str, path: Path | str = "plan.md") -> Plan:
         if dag is not None
     ]
     if not found:
-        raise PlanError(path, [PlanProblem(_NO_DAG)])
+        raise NoDagBlock(path, [PlanProblem(_NO_DAG)])
     if len(found) > 1:
         where = ", ".join(str(dag.block.line) for dag in found[:-1])
         count = "two" if len(found) == 2 else str(len(found))

@@ -14,7 +14,8 @@ from pytest_conductor.acceptance import (
     CriterionError,
     parse_criteria,
 )
-from pytest_conductor.plan.reader import Plan, PlanError, PlanProblem, load_plan
+from pytest_conductor.plan.checklist import load_track_plan
+from pytest_conductor.plan.reader import Plan, PlanError, PlanProblem
 from pytest_conductor.settings import Settings
 from pytest_conductor.state import ConductorState
 
@@ -54,7 +55,7 @@ def find_track(settings: Settings) -> Plan:
         raise TrackError(f"{where}; no tracks exist there (is --conductor-root right?)")
     if not settings.plan_path.is_file():
         raise TrackError(f"track {settings.track!r} has no plan.md: {settings.plan_path}")
-    return load_plan(settings.plan_path)
+    return load_track_plan(settings.plan_path, settings.checklist_order)
 
 
 def check_criteria(
