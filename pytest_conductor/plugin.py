@@ -60,6 +60,13 @@ def _load_state(config: pytest.Config) -> ConductorState | None:
                 ConductorWarning(f"conductor: {state.settings.plan_path.name} {warning}"),
                 stacklevel=2,
             )
+        if state.git_problem is not None:
+            config.issue_config_time_warning(
+                ConductorWarning(
+                    f"conductor: the commits plan.md names are not checked: {state.git_problem}"
+                ),
+                stacklevel=2,
+            )
     return state
 
 

@@ -117,6 +117,13 @@ OPTIONS: tuple[Option, ...] = (
         metavar="ORDER",
     ),
     Option(
+        "--conductor-redo",
+        "conductor_redo",
+        "dispatch these tasks although plan.md marks them done [x]: ids separated by commas, "
+        "or 'all' (default: done tasks are re-checked, not dispatched again)",
+        metavar="IDS",
+    ),
+    Option(
         "--conductor-command-timeout",
         "conductor_command_timeout",
         "default timeout of `run` and `pytest` criteria (default: 5m)",
@@ -144,6 +151,11 @@ class Settings:
     graph: Path | None = None
     metadata_lock_timeout: float = 30.0
     checklist_order: str = "file"
+    # Task ids to dispatch although marked done; "all" stands for every task.
+    redo: tuple[str, ...] = ()
+
+    def redoes(self, task_id: str) -> bool:
+        return "all" in self.redo or task_id in self.redo
 
     @property
     def active(self) -> bool:
@@ -246,6 +258,11 @@ def resolve_settings(config: pytest.Config) -> Settings:
     if checklist_order not in ("file", "phase"):
         raise _usage(where, str(order_raw), "expected 'file' or 'phase'")
 
+    redo_raw, _ = _raw(config, _by_dest("conductor_redo"))
+    redo = tuple(dict.fromkeys(p.strip() for p in str(redo_raw or "").split(",") if p.strip()))
+    if redo_raw is not None and not redo:
+        raise _usage("--conductor-redo", str(redo_raw), "expected task ids or 'all'")
+
     if track is not None and not track.strip():
         raise _usage("--conductor-track", track, "a track id is required")
     return Settings(
@@ -261,6 +278,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
         graph=graph,
         metadata_lock_timeout=metadata_lock_timeout,
         checklist_order=checklist_order,
+        redo=redo,
     )
 
 

@@ -7,6 +7,12 @@ from pathlib import Path
 
 import pytest
 
+# PyYAML's C extension is never imported twice: when a pytester in-process run is the first
+# to import yaml, pytester drops the yaml package afterwards, and the next run's fresh yaml
+# gets nodes of the old package's classes from the C parser (isinstance checks then fail,
+# and a DAG block looks like no DAG block). Importing it here keeps one yaml for all runs.
+import yaml  # noqa: F401
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 PlanWriter = Callable[..., Path]

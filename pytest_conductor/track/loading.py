@@ -14,6 +14,7 @@ from pytest_conductor.acceptance import (
     CriterionError,
     parse_criteria,
 )
+from pytest_conductor.acceptance.commits import git_available
 from pytest_conductor.plan.checklist import load_track_plan
 from pytest_conductor.plan.reader import Plan, PlanError, PlanProblem
 from pytest_conductor.settings import Settings
@@ -106,6 +107,15 @@ def load_state(settings: Settings, extra_kinds: Sequence[str]) -> ConductorState
     if clash:
         raise TrackError(f"a plugin redefines built-in acceptance kinds: {clash}")
     plan = find_track(settings)
+    unknown = [t for t in settings.redo if t != "all" and t not in plan.by_id]
+    if unknown:
+        raise TrackError(
+            f"--conductor-redo names {', '.join(unknown)}, which is not a task of the plan "
+            f"(tasks: {', '.join(plan.ids)})"
+        )
+    names_commits = any(
+        (n.mark is not None and n.mark.sha) or n.checkpoint is not None for n in plan.nodes
+    )
     return ConductorState(
         settings=settings,
         plan=plan,
@@ -113,6 +123,7 @@ def load_state(settings: Settings, extra_kinds: Sequence[str]) -> ConductorState
         weights=node_weights(plan, {}),
         resources=node_resources(plan),
         last_outcomes={},
+        git_problem=git_available(settings.root) if names_commits else None,
     )
 
 
