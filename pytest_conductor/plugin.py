@@ -109,3 +109,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(AgentsPlugin(state, config), "conductor-agents")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(xdist_hooks, "conductor-xdist")
+    if state.settings.write_plan and not hasattr(config, "workerinput"):
+        from pytest_conductor.track.writeback import WriteBackPlugin
+
+        config.pluginmanager.register(WriteBackPlugin(state), "conductor-write-plan")

@@ -124,6 +124,15 @@ OPTIONS: tuple[Option, ...] = (
         metavar="IDS",
     ),
     Option(
+        "--conductor-write-plan",
+        "conductor_write_plan",
+        "write the marks of dispatched tasks back into plan.md: [~] while running, then "
+        "[x] <sha7> or [!] (default: plan.md is never written)",
+        ini="conductor_write_plan",
+        default="false",
+        is_flag=True,
+    ),
+    Option(
         "--conductor-command-timeout",
         "conductor_command_timeout",
         "default timeout of `run` and `pytest` criteria (default: 5m)",
@@ -153,6 +162,7 @@ class Settings:
     checklist_order: str = "file"
     # Task ids to dispatch although marked done; "all" stands for every task.
     redo: tuple[str, ...] = ()
+    write_plan: bool = False
 
     def redoes(self, task_id: str) -> bool:
         return "all" in self.redo or task_id in self.redo
@@ -230,10 +240,8 @@ def resolve_settings(config: pytest.Config) -> Settings:
 
     max_workers = _whole_number(config, "conductor_max_workers", minimum=1)
 
-    strict_raw, where = _raw(config, _by_dest("conductor_strict_prose"))
-    strict = str(strict_raw).strip().lower()
-    if strict not in _TRUE | _FALSE:
-        raise _usage(where, str(strict_raw), "expected true or false")
+    strict = "true" if _flag(config, "conductor_strict_prose") else "false"
+    write_plan = _flag(config, "conductor_write_plan")
 
     command_timeout = _duration(config, "conductor_command_timeout")
 
@@ -279,7 +287,16 @@ def resolve_settings(config: pytest.Config) -> Settings:
         metadata_lock_timeout=metadata_lock_timeout,
         checklist_order=checklist_order,
         redo=redo,
+        write_plan=write_plan,
     )
+
+
+def _flag(config: pytest.Config, dest: str) -> bool:
+    raw, where = _raw(config, _by_dest(dest))
+    word = str(raw).strip().lower()
+    if word not in _TRUE | _FALSE:
+        raise _usage(where, str(raw), "expected true or false")
+    return word in _TRUE
 
 
 def _duration(config: pytest.Config, dest: str) -> float:
