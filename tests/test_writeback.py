@@ -109,7 +109,8 @@ HALF_DONE = """\
 
 
 @pytest.mark.slow
-def test_dispatch_with_write_back_round_trip(pytester: pytest.Pytester, git_env: None) -> None:
+@pytest.mark.usefixtures("git_env")
+def test_dispatch_with_write_back_round_trip(pytester: pytest.Pytester) -> None:
     root = pytester.path
     git(root, "init", "-q")
     first = commit(root, "a.txt")[:7]
