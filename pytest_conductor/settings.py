@@ -133,6 +133,15 @@ OPTIONS: tuple[Option, ...] = (
         is_flag=True,
     ),
     Option(
+        "--conductor-strict",
+        "conductor_strict",
+        "fail nodes that nothing machine-checks (no criteria, or prose only) when no agent "
+        "runs for them (default: pass them, listed as unchecked)",
+        ini="conductor_strict",
+        default="false",
+        is_flag=True,
+    ),
+    Option(
         "--conductor-command-timeout",
         "conductor_command_timeout",
         "default timeout of `run` and `pytest` criteria (default: 5m)",
@@ -163,6 +172,7 @@ class Settings:
     # Task ids to dispatch although marked done; "all" stands for every task.
     redo: tuple[str, ...] = ()
     write_plan: bool = False
+    strict: bool = False
 
     def redoes(self, task_id: str) -> bool:
         return "all" in self.redo or task_id in self.redo
@@ -242,6 +252,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
 
     strict = "true" if _flag(config, "conductor_strict_prose") else "false"
     write_plan = _flag(config, "conductor_write_plan")
+    strict_nodes = _flag(config, "conductor_strict")
 
     command_timeout = _duration(config, "conductor_command_timeout")
 
@@ -288,6 +299,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
         checklist_order=checklist_order,
         redo=redo,
         write_plan=write_plan,
+        strict=strict_nodes,
     )
 
 

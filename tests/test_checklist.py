@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -98,8 +99,9 @@ def test_superpowers_plan_tasks_files_and_run_criteria() -> None:
     assert first.name == "Greeting function"
     assert first.files == ("src/greet.py", "tests/test_greet.py")
     # The step expected to FAIL is a TDD red step: only the PASS run is a criterion.
+    # A pytest command runs as a `pytest` criterion: with pytest-conductor's own Python.
     assert first.acceptance == (
-        {"run": "pytest tests/test_greet.py -v"},
+        {"pytest": ["tests/test_greet.py", "-v"]},
         {"exists": "src/greet.py"},
     )
     assert first.mark is None  # no checkbox anywhere: its criteria alone decide
@@ -328,3 +330,27 @@ def test_a_bad_checklist_order_is_a_usage_error(pytester: pytest.Pytester) -> No
     result = pytester.runpytest("--conductor-track=t", "--conductor-checklist-order=random")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--conductor-checklist-order='random': expected 'file' or*"])
+
+
+@pytest.mark.slow
+def test_checklist_example_passes_verify_only(
+    pytester: pytest.Pytester, example: Callable[[str], Path]
+) -> None:
+    example("checklist")
+    result = pytester.runpytest("--conductor-track=slugify", "-n", "0", "-v")
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(
+        [
+            "*plan.md::1.1 PASSED*",
+            "*plan.md::1.2 PASSED*",
+            "*plan.md::1.3 PASSED*",
+            "*plan.md::2.1 PASSED*",
+            "*plan.md::2.2 PASSED*",
+            "unchecked (nothing machine-checkable; --conductor-strict fails them): 1.3, 2.2",
+        ]
+    )
+    # The example's README: a task marked not done fails the gate.
+    plan = pytester.path / "conductor" / "tracks" / "slugify" / "plan.md"
+    plan.write_text(plan.read_text().replace("- [x] Task: Cut long", "- [ ] Task: Cut long"))
+    result = pytester.runpytest("--conductor-track=slugify", "-n", "0")
+    result.assert_outcomes(passed=3, failed=1, skipped=1)

@@ -293,3 +293,54 @@ def test_redo_naming_no_task_is_a_usage_error(pytester: pytest.Pytester) -> None
     result = pytester.runpytest("--conductor-track=t", WORKER, "--conductor-redo=9")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--conductor-redo names 9, which is not a task of the plan*"])
+
+
+# --------------------------------------------------------------------------- no vacuous passes
+
+
+def test_a_node_without_criteria_gets_the_check_its_files_imply(
+    pytester: pytest.Pytester,
+) -> None:
+    write_checklist(
+        pytester,
+        """
+        ```yaml
+        dag:
+          nodes:
+            - {id: made, files: [made.txt]}
+            - {id: missing, files: [missing.txt]}
+            - {id: nothing}
+            - {id: prose, acceptance: "reads well"}
+        ```
+        """,
+    )
+    (pytester.path / "made.txt").write_text("x")
+    result = pytester.runpytest("--conductor-track=t", "-n", "0", "--junitxml=out.xml")
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*task missing (missing):*",
+            "*acceptance criterion failed: exists: missing.txt*",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*conductor: acceptance notes*",
+            "made: exists: made.txt: implicit check: no acceptance criteria, so the node's "
+            "files must exist",
+            "unchecked (nothing machine-checkable; --conductor-strict fails them): nothing, prose",
+        ]
+    )
+    xml = (pytester.path / "out.xml").read_text()
+    assert xml.count('<property name="unchecked" value="true" />') == 2
+
+    result = pytester.runpytest("--conductor-track=t", "-n", "0", "--conductor-strict")
+    result.assert_outcomes(passed=1, failed=3)
+    result.stdout.fnmatch_lines(
+        [
+            "*task nothing (nothing):*",
+            "unchecked: no acceptance criteria and no files, so nothing a machine can check "
+            "(--conductor-strict)*",
+        ]
+    )
+    result.stdout.fnmatch_lines(["unchecked: only prose criteria, so nothing*"])

@@ -6,8 +6,8 @@ Pure Python: no pytest import. The rules (docs/plan-format.md, "Status marks"):
 - a checklist plan's mark is the only status there is: in a verify-only run ``[ ]`` and
   ``[~]`` fail as not done, ``[!]`` as marked blocked, ``[-]`` is skipped, ``[x]`` is
   verified by its criteria and its commit;
-- a DAG plan's criteria decide; its marks are shown as notes (an ``[x]`` commit is still
-  checked);
+- a DAG plan's criteria decide; its marks other than ``[x]`` are shown as notes (an
+  ``[x]`` commit is still checked);
 - a dispatch run resumes: ``[x]`` tasks are re-checked, not dispatched again, unless
   redone (``--conductor-redo``); in either form ``[-]`` is skipped in a checklist plan.
 """
@@ -20,10 +20,22 @@ from pathlib import Path
 
 from pytest_conductor.acceptance.checks import CheckResult
 from pytest_conductor.acceptance.commits import CommitCheck, check_commit
-from pytest_conductor.acceptance.criteria import Criterion
+from pytest_conductor.acceptance.criteria import PROSE, Criterion
+from pytest_conductor.acceptance.paths import lexical_escape
 from pytest_conductor.plan.marks import BLOCKED, DONE, SKIPPED, Checkpoint, Mark
 
-__all__ = ["DISPATCH", "FAIL", "RESUME", "SKIP", "VERIFY", "Decision", "commit_results", "decide"]
+__all__ = [
+    "DISPATCH",
+    "FAIL",
+    "RESUME",
+    "SKIP",
+    "VERIFY",
+    "Decision",
+    "commit_results",
+    "decide",
+    "implicit_criteria",
+    "machine_checkable",
+]
 
 VERIFY, DISPATCH, RESUME, FAIL, SKIP = "verify", "dispatch", "resume", "fail", "skip"
 
@@ -53,6 +65,9 @@ def decide(mark: Mark | None, form: str, *, dispatching: bool, redo: bool) -> De
             return Decision(RESUME, note=f"done earlier ({mark.sha or 'no commit named'})")
         return Decision(DISPATCH)
     if form != "checklist":
+        # A done mark on a node its criteria pass says nothing new: note the others.
+        if mark.state == DONE:
+            return Decision(VERIFY)
         return Decision(VERIFY, note=f"plan.md marks it {shown} ({mark.name}, line {mark.line})")
     if mark.state == DONE:
         return Decision(VERIFY)
@@ -90,3 +105,21 @@ def commit_results(
             )
         )
     return results
+
+
+#: Marks the ``exists`` criterion a node without criteria gets from its files.
+IMPLICIT = "implicit"
+
+
+def implicit_criteria(files: tuple[str, ...]) -> list[Criterion]:
+    """The check a node without criteria gets from its plan: its files exist (paths that
+    leave the project root are left out)."""
+    paths = [path for path in files if path.strip() and not lexical_escape(path)]
+    if not paths:
+        return []
+    return [Criterion("exists", {"exists": paths if len(paths) > 1 else paths[0], IMPLICIT: True})]
+
+
+def machine_checkable(criteria: list[Criterion]) -> bool:
+    """Whether any criterion is checked by a machine (not prose); False for none at all."""
+    return any(criterion.kind != PROSE for criterion in criteria)

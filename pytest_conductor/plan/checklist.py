@@ -362,9 +362,11 @@ def _path_text(raw: str) -> str | None:
     return text
 
 
-def _command(cmd: str) -> object | None:
-    """A ``Run:`` command as a ``run`` value: split like a shell would, or through ``sh -c``
-    when the plan wrote shell syntax (pipes, ``&&``); None when it cannot be split."""
+def _command(cmd: str) -> dict[str, object] | None:
+    """A ``Run:`` command as a criterion: ``pytest`` for a pytest run (``pytest …``,
+    ``python -m pytest …``: run with the Python running pytest-conductor, whatever PATH
+    says), else ``run``, split like a shell would, or through ``sh -c`` when the plan wrote
+    shell syntax (pipes, ``&&``); None when it cannot be split."""
     cmd = cmd.strip()
     if not cmd:
         return None
@@ -377,8 +379,15 @@ def _command(cmd: str) -> object | None:
     if not tokens:
         return None
     if any(set(token) <= _SHELL_CHARS for token in tokens) or "$(" in cmd or "`" in cmd:
-        return ["sh", "-c", cmd]
-    return cmd
+        return {"run": ["sh", "-c", cmd]}
+    for prefix in _PYTEST_COMMANDS:
+        if tokens[: len(prefix)] == list(prefix):
+            # A bare `pytest` runs the whole suite: the pytest kind needs one argument.
+            return {"pytest": tokens[len(prefix) :] or ["."]}
+    return {"run": cmd}
+
+
+_PYTEST_COMMANDS = (("pytest",), ("python", "-m", "pytest"), ("python3", "-m", "pytest"))
 
 
 @dataclass
@@ -386,18 +395,18 @@ class _Criteria:
     """What a task's body says about it: criteria, files, its own dependencies."""
 
     files: list[str] = field(default_factory=list)
-    runs: list[object] = field(default_factory=list)
+    runs: list[dict[str, object]] = field(default_factory=list)
     exists: list[str] = field(default_factory=list)
     prose: list[str] = field(default_factory=list)
     deps: tuple[str, ...] | None = None
     deps_line: int | None = None
     # Reading state: a Run: waiting for its Expected:, a list under Acceptance:/Files:.
-    pending_run: object | None = None
+    pending_run: dict[str, object] | None = None
     list_of: str = ""
 
     @property
     def acceptance(self) -> list[object]:
-        found: list[object] = [{"run": run} for run in self.runs]
+        found: list[object] = list(self.runs)
         if self.exists:
             found.append({"exists": self.exists if len(self.exists) > 1 else self.exists[0]})
         return found + list(self.prose)

@@ -20,10 +20,12 @@ from pytest_conductor.acceptance import check as check_builtin
 from pytest_conductor.acceptance.status import (
     DISPATCH,
     FAIL,
+    IMPLICIT,
     RESUME,
     SKIP,
     commit_results,
     decide,
+    machine_checkable,
 )
 from pytest_conductor.agents.dispatch import (
     TAIL_LINES,
@@ -66,7 +68,8 @@ class AcceptanceFailed(Exception):
 
 
 class MarkFailed(Exception):
-    """Raised by a checklist task whose mark says it is not done (verify-only run)."""
+    """Raised by a checklist task whose mark says it is not done (verify-only run), or by
+    an unchecked node under ``--conductor-strict``."""
 
 
 class AgentFailed(Exception):
@@ -133,6 +136,8 @@ class TaskItem(pytest.Item):
         # `-k <type>` selects nodes; phases and words of node names match too.
         self.extra_keyword_matches.update(k for k in (task.type, task.phase, task.name) if k)
         self.user_properties.append(("task_id", task.id))
+        if self.state.unchecked(task.id):
+            self.user_properties.append(("unchecked", "true"))
 
     @property
     def state(self) -> ConductorState:
@@ -162,6 +167,13 @@ class TaskItem(pytest.Item):
             self._verify_only(resumed=decision.action == RESUME)
 
     def _verify_only(self, *, resumed: bool = False) -> None:
+        criteria = self.state.criteria[self.task.id]
+        if self.state.settings.strict and not machine_checkable(criteria):
+            what = "only prose criteria" if criteria else "no acceptance criteria and no files"
+            raise MarkFailed(
+                f"unchecked: {what}, so nothing a machine can check (--conductor-strict); "
+                "add a {run: ...}, {pytest: ...}, {exists: ...} or {contains: ...} criterion"
+            )
         results = [*self._commit_checks(), *self._check_all(agent_ran=False)]
         if not all(r.passed for r in results):
             raise AcceptanceFailed(results, marked_done=self.task.mark if resumed else None)
@@ -191,6 +203,15 @@ class TaskItem(pytest.Item):
         # user_properties travel with the report (through xdist too) and into --junitxml.
         self.user_properties.extend(
             ("acceptance_note", f"{r.criterion.describe()}: {r.note}") for r in results if r.note
+        )
+        self.user_properties.extend(
+            (
+                "acceptance_note",
+                f"{c.describe()}: implicit check: no acceptance criteria, so "
+                "the node's files must exist",
+            )
+            for c in criteria
+            if c.spec.get(IMPLICIT)
         )
         return results
 

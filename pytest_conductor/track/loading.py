@@ -15,6 +15,7 @@ from pytest_conductor.acceptance import (
     parse_criteria,
 )
 from pytest_conductor.acceptance.commits import git_available
+from pytest_conductor.acceptance.status import implicit_criteria
 from pytest_conductor.plan.checklist import load_track_plan
 from pytest_conductor.plan.reader import Plan, PlanError, PlanProblem
 from pytest_conductor.settings import Settings
@@ -69,7 +70,7 @@ def check_criteria(
         try:
             criteria[node.id] = parse_criteria(
                 list(node.acceptance), extra_kinds=extra_kinds, root=root
-            )
+            ) or implicit_criteria(node.files)
         except CriterionError as exc:
             problems.append(PlanProblem(f"node {node.id}: acceptance: {exc}", node.line))
     if problems:
