@@ -110,7 +110,8 @@ HALF_DONE = """\
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("git_env")
-def test_dispatch_with_write_back_round_trip(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_dispatch_with_write_back_round_trip(pytester: pytest.Pytester, workers: str) -> None:
     root = pytester.path
     git(root, "init", "-q")
     first = commit(root, "a.txt")[:7]
@@ -127,7 +128,9 @@ def test_dispatch_with_write_back_round_trip(pytester: pytest.Pytester) -> None:
     git(root, "add", "conductor")
     git(root, "commit", "-q", "-m", "plan")
 
-    result = pytester.runpytest("--conductor-track=t", WORKER, "-n", "0", "--conductor-write-plan")
+    result = pytester.runpytest(
+        "--conductor-track=t", WORKER, "-n", workers, "--conductor-write-plan"
+    )
     result.assert_outcomes(passed=3, failed=1, skipped=1)
     log = git(root, "log", "--format=%h %s", "--abbrev=7").splitlines()
     sha = {subject.split()[-1]: line.split()[0] for line in log for subject in [line]}
@@ -144,7 +147,9 @@ def test_dispatch_with_write_back_round_trip(pytester: pytest.Pytester) -> None:
     # the failed and blocked ones are dispatched again.
     scripts["2.2"] = {}
     (folder / "scripts.json").write_text(json.dumps(scripts), encoding="utf-8")
-    result = pytester.runpytest("--conductor-track=t", WORKER, "-n", "0", "--conductor-write-plan")
+    result = pytester.runpytest(
+        "--conductor-track=t", WORKER, "-n", workers, "--conductor-write-plan"
+    )
     result.assert_outcomes(passed=5)
     result.stdout.fnmatch_lines(["1.2: done earlier (*)"])
     final = (folder / "plan.md").read_text(encoding="utf-8")
