@@ -13,14 +13,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pytest_conductor.plan.checklist import parse_checklist, parse_track_plan
-from pytest_conductor.plan.marks import read_checkbox, rewrite_mark
-from pytest_conductor.plan.reader import PlanError
+from pytest_conductor.plan.marks import Mark, read_checkbox, rewrite_mark
+from pytest_conductor.plan.reader import Plan, PlanError
 
 PLANS = Path(__file__).resolve().parent / "plans"
 
 
-def plan_of(name: str, order: str = "file") -> object:
-    return parse_track_plan((PLANS / f"{name}.md").read_text(encoding="utf-8"), name, order)
+def mark_of(plan: Plan, task: str) -> Mark:
+    mark = plan.node(task).mark
+    assert mark is not None, f"task {task} has no mark"
+    return mark
 
 
 def md(text: str) -> str:
@@ -49,7 +51,7 @@ def test_google_conductor_plan_ids_order_marks_and_checkpoint() -> None:
     assert meta.type == "verification"
     assert meta.checkpoint is not None and meta.checkpoint.sha == "1a2b3c4"
     assert meta.checkpoint.line == 5
-    assert plan.node("2.1").mark.state == "~"  # type: ignore[union-attr]
+    assert mark_of(plan, "2.1").state == "~"
     assert plan.node("3.1").phase == "3"
 
 
@@ -205,13 +207,18 @@ def test_a_dag_plans_checklist_lines_give_its_nodes_marks_and_deps_warnings() ->
     )
     plan = parse_track_plan(text)
     assert plan.form == "dag"
-    assert plan.node("1.1").mark.sha == "abc1234"  # type: ignore[union-attr]
-    assert plan.node("1.2").mark.state == " "  # type: ignore[union-attr]
+    assert mark_of(plan, "1.1").sha == "abc1234"
+    assert mark_of(plan, "1.2").state == " "
     assert plan.node("1.2").depends_on == ("1.1",)  # the DAG block decides
     assert [str(w) for w in plan.warnings] == [
         "line 3: task 1.2: the checklist line says deps: 1.9, the DAG block says "
         "depends_on: [1.1] (line 9); the DAG block is followed"
     ]
+
+
+def test_a_dag_plans_ids_need_not_be_numbers_on_its_checklist_lines() -> None:
+    text = "- [~] Task store-a: Store\n\n```yaml\ndag:\n  nodes:\n    - {id: store-a}\n```\n"
+    assert mark_of(parse_track_plan(text), "store-a").state == "~"
 
 
 # --------------------------------------------------------------------------- marks

@@ -344,3 +344,24 @@ def test_a_node_without_criteria_gets_the_check_its_files_imply(
         ]
     )
     result.stdout.fnmatch_lines(["unchecked: only prose criteria, so nothing*"])
+
+
+def test_completed_tasks_are_those_passed_now_or_marked_done_and_not_run() -> None:
+    from pytest_conductor.graph.blocking import NodeOutcome
+    from pytest_conductor.plan.checklist import parse_checklist
+    from pytest_conductor.settings import Settings
+    from pytest_conductor.state import ConductorState
+
+    plan = parse_checklist("- [x] Task: a\n- [x] Task: b\n- [ ] Task: c\n- [ ] Task: d\n")
+    state = ConductorState(
+        settings=Settings(
+            track="t", root=Path("."), max_workers=5, strict_prose=False, command_timeout=1
+        ),
+        plan=plan,
+        criteria={t: [] for t in plan.ids},
+        weights={},
+        resources={},
+        last_outcomes={},
+    )
+    state.outcomes = {"2": NodeOutcome("failed"), "3": NodeOutcome("passed")}
+    assert state.completed_tasks() == ["1", "3"]

@@ -84,6 +84,7 @@ _LINE_ID = re.compile(
     r"^(?:task[ \t]+(?P<task>\d+(?:\.\d+)*)\b|(?P<dotted>\d+(?:\.\d+)+)\b)[ \t]*[:.)\-]?",
     re.IGNORECASE,
 )
+_NAMED_TASK = re.compile(r"^(?:\*\*|__)?task[ \t]+([A-Za-z0-9._-]+?)(?:\*\*|__)?:", re.I)
 _TASK_WORD = re.compile(r"^task\b[ \t]*[:.\-]?[ \t]*", re.IGNORECASE)
 _COMMENT_BODY = re.compile(r"<!--(?P<body>.*?)-->")
 _DEPS_KEY = re.compile(r"\bdeps?[ \t]*:", re.IGNORECASE)
@@ -656,6 +657,9 @@ def apply_marks(plan: Plan, lines: list[str]) -> Plan:
         if box is None:
             continue
         written, _ = _written_id(box.body)
+        if written is None:  # a DAG's ids need not be numbers: "Task store-1: …"
+            named = _NAMED_TASK.match(box.body)
+            written = named[1] if named else None
         if written is None or written not in nodes or written in seen:
             continue
         seen.add(written)
