@@ -355,7 +355,7 @@ def test_completed_tasks_are_those_passed_now_or_marked_done_and_not_run() -> No
     plan = parse_checklist("- [x] Task: a\n- [x] Task: b\n- [ ] Task: c\n- [ ] Task: d\n")
     state = ConductorState(
         settings=Settings(
-            track="t", root=Path("."), max_workers=5, strict_prose=False, command_timeout=1
+            track="t", root=Path(), max_workers=5, strict_prose=False, command_timeout=1
         ),
         plan=plan,
         criteria={t: [] for t in plan.ids},
