@@ -52,6 +52,21 @@ def _load_state(config: pytest.Config) -> ConductorState | None:
     except (TrackError, PlanError) as exc:
         raise pytest.UsageError(f"conductor: {exc}") from None
     config.stash[STATE_KEY] = state
+    if not hasattr(config, "workerinput"):  # once per run: workers read the same plan
+        from pytest_conductor.warnings import ConductorWarning
+
+        for warning in state.plan.warnings:
+            config.issue_config_time_warning(
+                ConductorWarning(f"conductor: {state.settings.plan_path.name} {warning}"),
+                stacklevel=2,
+            )
+        if state.git_problem is not None:
+            config.issue_config_time_warning(
+                ConductorWarning(
+                    f"conductor: the commits plan.md names are not checked: {state.git_problem}"
+                ),
+                stacklevel=2,
+            )
     return state
 
 
@@ -94,3 +109,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(AgentsPlugin(state, config), "conductor-agents")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(xdist_hooks, "conductor-xdist")
+    if state.settings.write_plan and not hasattr(config, "workerinput"):
+        from pytest_conductor.track.writeback import WriteBackPlugin
+
+        config.pluginmanager.register(WriteBackPlugin(state), "conductor-write-plan")

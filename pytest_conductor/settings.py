@@ -115,6 +115,41 @@ OPTIONS: tuple[Option, ...] = (
         is_flag=True,
     ),
     Option(
+        "--conductor-checklist-order",
+        "conductor_checklist_order",
+        "how tasks of a plan without a DAG block depend on each other: 'file' (each after "
+        "the one before it) or 'phase' (a phase's tasks are independent; phases stay "
+        "barriers) (default: file)",
+        ini="conductor_checklist_order",
+        default="file",
+        metavar="ORDER",
+    ),
+    Option(
+        "--conductor-redo",
+        "conductor_redo",
+        "dispatch these tasks although plan.md marks them done [x]: ids separated by commas, "
+        "or 'all' (default: done tasks are re-checked, not dispatched again)",
+        metavar="IDS",
+    ),
+    Option(
+        "--conductor-write-plan",
+        "conductor_write_plan",
+        "write the marks of dispatched tasks back into plan.md: [~] while running, then "
+        "[x] <sha7> or [!] (default: plan.md is never written)",
+        ini="conductor_write_plan",
+        default="false",
+        is_flag=True,
+    ),
+    Option(
+        "--conductor-strict",
+        "conductor_strict",
+        "fail nodes that nothing machine-checks (no criteria, or prose only) when no agent "
+        "runs for them (default: pass them, listed as unchecked)",
+        ini="conductor_strict",
+        default="false",
+        is_flag=True,
+    ),
+    Option(
         "--conductor-command-timeout",
         "conductor_command_timeout",
         "default timeout of `run` and `pytest` criteria (default: 5m)",
@@ -142,6 +177,14 @@ class Settings:
     graph: Path | None = None
     summary_md: Path | None = None
     metadata_lock_timeout: float = 30.0
+    checklist_order: str = "file"
+    # Task ids to dispatch although marked done; "all" stands for every task.
+    redo: tuple[str, ...] = ()
+    write_plan: bool = False
+    strict: bool = False
+
+    def redoes(self, task_id: str) -> bool:
+        return "all" in self.redo or task_id in self.redo
 
     @property
     def active(self) -> bool:
@@ -216,10 +259,9 @@ def resolve_settings(config: pytest.Config) -> Settings:
 
     max_workers = _whole_number(config, "conductor_max_workers", minimum=1)
 
-    strict_raw, where = _raw(config, _by_dest("conductor_strict_prose"))
-    strict = str(strict_raw).strip().lower()
-    if strict not in _TRUE | _FALSE:
-        raise _usage(where, str(strict_raw), "expected true or false")
+    strict = "true" if _flag(config, "conductor_strict_prose") else "false"
+    write_plan = _flag(config, "conductor_write_plan")
+    strict_nodes = _flag(config, "conductor_strict")
 
     command_timeout = _duration(config, "conductor_command_timeout")
 
@@ -245,6 +287,16 @@ def resolve_settings(config: pytest.Config) -> Settings:
         base = config.invocation_params.dir if where.startswith("--") else config.rootpath
         summary_md = Path(base) / summary_raw
 
+    order_raw, where = _raw(config, _by_dest("conductor_checklist_order"))
+    checklist_order = str(order_raw).strip().lower()
+    if checklist_order not in ("file", "phase"):
+        raise _usage(where, str(order_raw), "expected 'file' or 'phase'")
+
+    redo_raw, _ = _raw(config, _by_dest("conductor_redo"))
+    redo = tuple(dict.fromkeys(p.strip() for p in str(redo_raw or "").split(",") if p.strip()))
+    if redo_raw is not None and not redo:
+        raise _usage("--conductor-redo", str(redo_raw), "expected task ids or 'all'")
+
     if track is not None and not track.strip():
         raise _usage("--conductor-track", track, "a track id is required")
     return Settings(
@@ -260,7 +312,19 @@ def resolve_settings(config: pytest.Config) -> Settings:
         graph=graph,
         summary_md=summary_md,
         metadata_lock_timeout=metadata_lock_timeout,
+        checklist_order=checklist_order,
+        redo=redo,
+        write_plan=write_plan,
+        strict=strict_nodes,
     )
+
+
+def _flag(config: pytest.Config, dest: str) -> bool:
+    raw, where = _raw(config, _by_dest(dest))
+    word = str(raw).strip().lower()
+    if word not in _TRUE | _FALSE:
+        raise _usage(where, str(raw), "expected true or false")
+    return word in _TRUE
 
 
 def _duration(config: pytest.Config, dest: str) -> float:

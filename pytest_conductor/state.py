@@ -40,6 +40,38 @@ class ConductorState:
     durations: dict[str, float] = field(default_factory=dict)
     # Notes of criteria that passed without a machine check (prose in a verify-only run).
     notes: dict[str, list[str]] = field(default_factory=dict)
+    # Why the commits plan.md names cannot be checked (no git, no repository), or None.
+    git_problem: str | None = None
+
+    def dispatches(self, task_id: str) -> bool:
+        """Whether an agent runs for the node in this run (it has a command template and
+        is not a done task resumed, nor a skipped one)."""
+        from pytest_conductor.acceptance.status import DISPATCH, decide
+
+        node = self.plan.node(task_id)
+        template = node.worker or self.settings.worker
+        if template is None:
+            return False
+        redo = self.settings.redoes(task_id)
+        return decide(node.mark, self.plan.form, dispatching=True, redo=redo).action == DISPATCH
+
+    def unchecked(self, task_id: str) -> bool:
+        """Whether nothing checks the node: no agent runs for it and none of its criteria
+        is machine-checkable (no criteria, or prose only)."""
+        from pytest_conductor.acceptance.status import machine_checkable
+
+        return not self.dispatches(task_id) and not machine_checkable(self.criteria[task_id])
+
+    def completed_tasks(self) -> list[str]:
+        """Task ids done, in plan order: passed in this run, or (not run in this run)
+        marked done ``[x]`` in plan.md. The orchestrator's ``completed_tasks``."""
+        done = []
+        for node in self.plan.nodes:
+            outcome = self.outcomes.get(node.id)
+            marked = node.mark is not None and node.mark.state == "x"
+            if (outcome is not None and outcome.status == "passed") or (outcome is None and marked):
+                done.append(node.id)
+        return done
 
     def record(self, task_id: str, when: str, status: str, duration: float) -> None:
         """Fold one test report into the node's outcome (controller side)."""

@@ -253,11 +253,6 @@ def test_unknown_kind_is_a_usage_error_listing_known_kinds(
         pytest.param("dag:\n  nodes:\n    - {id: ''}\n", "*has no id*", id="id-empty"),
         pytest.param("dag:\n  nodes:\n    - {name: x}\n", "*has no id*", id="no-id"),
         pytest.param(
-            "dag:\n  nodes: [{id: a}]\n  parallel_groups:\n    - {id: g, tasks: [nope]}\n",
-            "*parallel group g names nope, which is not a node in the plan*",
-            id="group-names-no-node",
-        ),
-        pytest.param(
             "dag:\n  nodes:\n    - {id: a, depends_on: {b: 1}}\n",
             "*node a: depends_on must be a list of ids*",
             id="wrong-type",
@@ -272,6 +267,21 @@ def test_plan_errors_are_usage_errors_without_traceback(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: conductor:{message}"])
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_a_group_naming_no_node_warns_naming_group_task_and_line(
+    pytester: pytest.Pytester, write_plan: PlanWriter
+) -> None:
+    write_plan("dag:\n  nodes: [{id: a}]\n  parallel_groups:\n    - {id: g, tasks: [a, nope]}\n")
+    result = run(pytester, "--conductor-track=t", "-W", "default::pytest.PytestWarning")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(
+        [
+            "*ConductorWarning: conductor: plan.md line 7: parallel group g names nope, "
+            "which is not a node in the plan; it is left out of the group*"
+        ]
+    )
+    result.assert_outcomes(passed=1)
 
 
 def test_missing_track_lists_existing_tracks(

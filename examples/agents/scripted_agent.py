@@ -24,6 +24,7 @@ Script keys, all optional, in the order they happen::
     kill_parent: true        kill the process that started us (a crashing xdist worker)
     hang: true               never finish (heartbeats go on unless no_heartbeat)
     keep_locks: true         exit without unlocking (the dispatcher releases them)
+    commit: true             commit the written files with git and report the commit
     post_failed: "reason"    report TASK_FAILED with this error instead of TASK_COMPLETE
     complete: false          report nothing at all
     exit: 0                  exit status
@@ -72,8 +73,17 @@ def main() -> int:
 
 
 def find_script(plan: Path, task: str) -> dict[str, Any]:
-    """The ``script:`` mapping of node ``task`` in the plan's DAG block."""
+    """The ``script:`` mapping of node ``task`` in the plan's DAG block.
+
+    A checklist plan (no DAG block) has nowhere to put one: its scripts are read from
+    ``scripts.json`` beside plan.md (``{task id: script}``), and a task without one just
+    reports itself complete.
+    """
     text = plan.read_text(encoding="utf-8")
+    if not any("dag:" in block for block in text.split("```")[1::2]):
+        scripts = plan.parent / "scripts.json"
+        found = json.loads(scripts.read_text(encoding="utf-8")) if scripts.is_file() else {}
+        return dict(found.get(task) or {})
     for block in text.split("```")[1::2]:
         body = block.split("\n", 1)[1] if "\n" in block else ""
         if "dag:" not in body:
@@ -144,7 +154,12 @@ class Agent:
         if s.get("post_failed"):
             self.bus("fail", "--error", str(s["post_failed"]))
         elif s.get("complete", True) and code == 0:
-            self.bus("complete", *(["--files", *written] if written else []))
+            sha = self.commit(written) if s.get("commit") else None
+            self.bus(
+                "complete",
+                *(["--files", *written] if written else []),
+                *(["--commit", sha] if sha else []),
+            )
         self.record(event="end", code=code)
         print(f"done, exit status {code}")
         return code
@@ -160,6 +175,27 @@ class Agent:
                 last_progress = time.monotonic()
                 done = 10 + 80 * (last_progress - start) / seconds
                 self.bus("progress", f"{min(done, 90):.0f}", "--note", "working")
+
+    def commit(self, paths: list[str]) -> str | None:
+        """Commit ``paths`` in the project's git repository; the new commit's SHA."""
+
+        def git(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                ["git", "-C", str(self.root), *args],
+                capture_output=True,
+                text=True,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+
+        git("add", "--", *paths)
+        done = git("commit", "-q", "--allow-empty", "-m", f"task {self.task}")
+        if done.returncode != 0:
+            print(f"git commit failed: {done.stderr.strip()}")
+            return None
+        sha = git("rev-parse", "HEAD").stdout.strip()
+        print(f"committed {sha}")
+        return sha
 
     def beat(self) -> None:
         if self.silent or time.monotonic() - self.last_beat < self.beat_every:

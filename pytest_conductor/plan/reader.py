@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
@@ -27,8 +27,19 @@ from yaml.nodes import Node as YamlNode
 from pytest_conductor.graph.algorithms import find_cycle
 from pytest_conductor.plan.blocks import DAG_LINE, CodeBlock, code_blocks
 from pytest_conductor.plan.durations import parse_duration
+from pytest_conductor.plan.marks import Checkpoint, Mark
 
-__all__ = ["Group", "Node", "Plan", "PlanError", "PlanProblem", "load_plan", "parse_plan"]
+__all__ = [
+    "Group",
+    "NoDagBlock",
+    "Node",
+    "Plan",
+    "PlanError",
+    "PlanProblem",
+    "load_plan",
+    "parse_plan",
+    "read_plan_text",
+]
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,10 @@ class PlanError(Exception):
         return "\n".join(lines)
 
 
+class NoDagBlock(PlanError):
+    """plan.md has no DAG block; it may still be a checklist plan (see plan.checklist)."""
+
+
 @dataclass(frozen=True)
 class Node:
     """One DAG node (task). Values are text as written; durations are seconds."""
@@ -75,6 +90,10 @@ class Node:
     timeout: float | None = None
     line: int | None = None
     extra: Mapping[str, object] = field(default_factory=dict)
+    # The task's checkbox in plan.md ([ ] [~] [x] [!] [-]), when it has one.
+    mark: Mark | None = None
+    # The checkpoint of the phase this task ends, when its heading has one.
+    checkpoint: Checkpoint | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +113,11 @@ class Plan:
     nodes: tuple[Node, ...]  # in plan order
     groups: tuple[Group, ...] = ()
     dag_line: int | None = None  # line of the ``dag:`` key in plan.md
+    # Things the user should know that do not stop the run (the plugin shows each as a
+    # ConductorWarning), e.g. a parallel group naming a task that is not a node.
+    warnings: tuple[PlanProblem, ...] = ()
+    # "dag" (a YAML DAG block) or "checklist" (a task list read as one, see plan.checklist).
+    form: str = "dag"
 
     # Cached: the scheduler and the reporters ask once per item or report, and a plan
     # never changes once read (cached_property writes the instance dict, so frozen is fine).
@@ -117,16 +141,20 @@ class Plan:
 
 def load_plan(path: Path) -> Plan:
     """Read and parse ``path`` (UTF-8); a missing or unreadable file is a PlanError too."""
+    return parse_plan(read_plan_text(path), path)
+
+
+def read_plan_text(path: Path) -> str:
+    """plan.md as text; a missing or unreadable file is a PlanError."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: editors on Windows add a BOM
+        return path.read_text(encoding="utf-8-sig")  # -sig: editors on Windows add a BOM
     except FileNotFoundError:
         raise PlanError(path, [PlanProblem("plan file not found")]) from None
     except UnicodeDecodeError as exc:
         raise PlanError(path, [PlanProblem(f"not valid UTF-8 text: {exc.reason}")]) from None
     except OSError as exc:
         raise PlanError(path, [PlanProblem(f"cannot read plan file: {exc.strerror}")]) from None
-    return parse_plan(text, path)
 
 
 def parse_plan(text: str, path: Path | str = "plan.md") -> Plan:
@@ -141,7 +169,7 @@ def parse_plan(text: str, path: Path | str = "plan.md") -> Plan:
         if dag is not None
     ]
     if not found:
-        raise PlanError(path, [PlanProblem(_NO_DAG)])
+        raise NoDagBlock(path, [PlanProblem(_NO_DAG)])
     if len(found) > 1:
         where = ", ".join(str(dag.block.line) for dag in found[:-1])
         count = "two" if len(found) == 2 else str(len(found))
@@ -319,6 +347,7 @@ class _Reader:
         self.loader = loader
         self.offset = block.line + 1  # plan.md line of YAML line 0
         self.problems: list[PlanProblem] = []
+        self.warnings: list[PlanProblem] = []
 
     # helpers ------------------------------------------------------------------------
 
@@ -446,9 +475,27 @@ class _Reader:
         return Plan(
             path=path,
             nodes=tuple(read.node for read in nodes),
-            groups=tuple(read.group for read in groups),
+            groups=tuple(self.known_tasks(read, nodes) for read in groups),
             dag_line=self.line(dag_key),
+            warnings=tuple(self.warnings),
         )
+
+    def known_tasks(self, read: _ReadGroup, nodes: Sequence[_ReadNode]) -> Group:
+        """The group without the tasks that are no node: the orchestrator's dispatcher
+        skips those, so a plan it runs must run here too (with a warning)."""
+        ids = {node.node.id for node in nodes}
+        group = read.group
+        tasks = tuple(task for task in group.tasks if task in ids)
+        for task in group.tasks:
+            if task not in ids:
+                self.warnings.append(
+                    PlanProblem(
+                        f"parallel group {group.id} names {task}, which is not a node in the "
+                        "plan; it is left out of the group",
+                        read.tasks_line,
+                    )
+                )
+        return replace(group, tasks=tasks) if tasks != group.tasks else group
 
     def read_nodes(self, seq: YamlNode | None, dag_key: YamlNode) -> list[_ReadNode]:
         if seq is None or _is_null(seq):
@@ -618,12 +665,6 @@ class _Reader:
                     group.line,
                 )
             group_line.setdefault(group.id, group.line)
-            for task in group.tasks:
-                if task not in first_line:
-                    self.problem(
-                        f"parallel group {group.id} names {task}, which is not a node in the plan",
-                        read_group.tasks_line,
-                    )
 
 
 def _detail(exc: BaseException) -> str:

@@ -17,6 +17,16 @@ from pytest_conductor.acceptance import (
     format_failure,
 )
 from pytest_conductor.acceptance import check as check_builtin
+from pytest_conductor.acceptance.status import (
+    DISPATCH,
+    FAIL,
+    IMPLICIT,
+    RESUME,
+    SKIP,
+    commit_results,
+    decide,
+    machine_checkable,
+)
 from pytest_conductor.agents.dispatch import (
     TAIL_LINES,
     AgentJob,
@@ -35,19 +45,31 @@ from pytest_conductor.agents.prompt import (
 )
 from pytest_conductor.bus import BusError, BusLockTimeout, MessageBus
 from pytest_conductor.plan.durations import format_duration
+from pytest_conductor.plan.marks import Mark
 from pytest_conductor.plan.reader import Node
 from pytest_conductor.report.junit import set_properties
 from pytest_conductor.state import ConductorState, get_state
 
-__all__ = ["AcceptanceFailed", "AgentFailed", "PlanFile", "TaskItem"]
+__all__ = ["AcceptanceFailed", "AgentFailed", "MarkFailed", "PlanFile", "TaskItem"]
 
 
 class AcceptanceFailed(Exception):
-    """Raised by a node whose acceptance criteria did not all hold."""
+    """Raised by a node whose acceptance criteria (or the commits it names) did not all hold."""
 
-    def __init__(self, results: list[CheckResult]) -> None:
-        super().__init__(format_failure(results))
+    def __init__(self, results: list[CheckResult], marked_done: Mark | None = None) -> None:
+        text = format_failure(results)
+        if marked_done is not None:
+            text = (
+                f"plan.md marks it done {marked_done.shown()} (line {marked_done.line}), "
+                f"but the work is not there:\n\n{text}"
+            )
+        super().__init__(text)
         self.results = results
+
+
+class MarkFailed(Exception):
+    """Raised by a checklist task whose mark says it is not done (verify-only run), or by
+    an unchecked node under ``--conductor-strict``."""
 
 
 class AgentFailed(Exception):
@@ -96,7 +118,12 @@ class PlanFile(pytest.File):
     def collect(self) -> Iterator[TaskItem]:
         state = _require_state(self.config)
         for node in state.plan.nodes:
-            yield TaskItem.from_parent(self, name=node.id, task=node)
+            item = TaskItem.from_parent(self, name=node.id, task=node)
+            decision = decide(node.mark, state.plan.form, dispatching=False, redo=False)
+            if decision.action == SKIP:
+                # A mark, not pytest.skip(): the report points at the task's line in plan.md.
+                item.add_marker(pytest.mark.skip(reason=decision.reason))
+            yield item
 
 
 class TaskItem(pytest.Item):
@@ -109,6 +136,8 @@ class TaskItem(pytest.Item):
         # `-k <type>` selects nodes; phases and words of node names match too.
         self.extra_keyword_matches.update(k for k in (task.type, task.phase, task.name) if k)
         self.user_properties.append(("task_id", task.id))
+        if self.state.unchecked(task.id):
+            self.user_properties.append(("unchecked", "true"))
 
     @property
     def state(self) -> ConductorState:
@@ -120,16 +149,44 @@ class TaskItem(pytest.Item):
         return MessageBus(self.state.settings.bus_dir, warn=False)
 
     def runtest(self) -> None:
-        template = self.task.worker or self.state.settings.worker
-        if template is None:
-            self._verify_only()
-        else:
+        state = self.state
+        template = self.task.worker or state.settings.worker
+        decision = decide(
+            self.task.mark,
+            state.plan.form,
+            dispatching=template is not None,
+            redo=state.settings.redoes(self.task.id),
+        )
+        if decision.note and decision.action != RESUME:
+            self.user_properties.append(("acceptance_note", decision.note))
+        if decision.action == FAIL:
+            raise MarkFailed(decision.reason)
+        if decision.action == DISPATCH and template is not None:
             self._dispatch(template)
+        else:  # verify, or resume a task done earlier: its criteria and commits decide
+            self._verify_only(resumed=decision.action == RESUME)
 
-    def _verify_only(self) -> None:
-        results = self._check_all(agent_ran=False)
+    def _verify_only(self, *, resumed: bool = False) -> None:
+        criteria = self.state.criteria[self.task.id]
+        if self.state.settings.strict and not machine_checkable(criteria):
+            what = "only prose criteria" if criteria else "no acceptance criteria and no files"
+            raise MarkFailed(
+                f"unchecked: {what}, so nothing a machine can check (--conductor-strict); "
+                "add a {run: ...}, {pytest: ...}, {exists: ...} or {contains: ...} criterion"
+            )
+        results = [*self._commit_checks(), *self._check_all(agent_ran=False)]
         if not all(r.passed for r in results):
-            raise AcceptanceFailed(results)
+            raise AcceptanceFailed(results, marked_done=self.task.mark if resumed else None)
+        if resumed and self.task.mark is not None:
+            note = f"done earlier ({self.task.mark.sha or 'no commit named'})"
+            self.user_properties.append(("acceptance_note", note))
+            self.add_report_section("call", "conductor", f"not dispatched: {note}")
+
+    def _commit_checks(self) -> list[CheckResult]:
+        """The commits plan.md names for the node; none when git cannot say (warned once)."""
+        if self.state.git_problem is not None:
+            return []
+        return commit_results(self.task.mark, self.task.checkpoint, self.state.settings.root)
 
     def _check_all(self, *, agent_ran: bool) -> list[CheckResult]:
         settings = self.state.settings
@@ -146,6 +203,15 @@ class TaskItem(pytest.Item):
         # user_properties travel with the report (through xdist too) and into --junitxml.
         self.user_properties.extend(
             ("acceptance_note", f"{r.criterion.describe()}: {r.note}") for r in results if r.note
+        )
+        self.user_properties.extend(
+            (
+                "acceptance_note",
+                f"{c.describe()}: implicit check: no acceptance criteria, so "
+                "the node's files must exist",
+            )
+            for c in criteria
+            if c.spec.get(IMPLICIT)
         )
         return results
 
@@ -260,7 +326,7 @@ class TaskItem(pytest.Item):
         excinfo: pytest.ExceptionInfo[BaseException],
         style: Any = None,
     ) -> str | Any:
-        if isinstance(excinfo.value, (AcceptanceFailed, AgentFailed)):
+        if isinstance(excinfo.value, (AcceptanceFailed, AgentFailed, MarkFailed)):
             return f"task {self.task.id} ({self.task.name}):\n{excinfo.value}"
         return super().repr_failure(excinfo, style=style)
 

@@ -14,7 +14,10 @@ from pytest_conductor.acceptance import (
     CriterionError,
     parse_criteria,
 )
-from pytest_conductor.plan.reader import Plan, PlanError, PlanProblem, load_plan
+from pytest_conductor.acceptance.commits import git_available
+from pytest_conductor.acceptance.status import implicit_criteria
+from pytest_conductor.plan.checklist import load_track_plan
+from pytest_conductor.plan.reader import Plan, PlanError, PlanProblem
 from pytest_conductor.settings import Settings
 from pytest_conductor.state import ConductorState
 
@@ -54,7 +57,7 @@ def find_track(settings: Settings) -> Plan:
         raise TrackError(f"{where}; no tracks exist there (is --conductor-root right?)")
     if not settings.plan_path.is_file():
         raise TrackError(f"track {settings.track!r} has no plan.md: {settings.plan_path}")
-    return load_plan(settings.plan_path)
+    return load_track_plan(settings.plan_path, settings.checklist_order)
 
 
 def check_criteria(
@@ -67,7 +70,7 @@ def check_criteria(
         try:
             criteria[node.id] = parse_criteria(
                 list(node.acceptance), extra_kinds=extra_kinds, root=root
-            )
+            ) or implicit_criteria(node.files)
         except CriterionError as exc:
             problems.append(PlanProblem(f"node {node.id}: acceptance: {exc}", node.line))
     if problems:
@@ -105,6 +108,15 @@ def load_state(settings: Settings, extra_kinds: Sequence[str]) -> ConductorState
     if clash:
         raise TrackError(f"a plugin redefines built-in acceptance kinds: {clash}")
     plan = find_track(settings)
+    unknown = [t for t in settings.redo if t != "all" and t not in plan.by_id]
+    if unknown:
+        raise TrackError(
+            f"--conductor-redo names {', '.join(unknown)}, which is not a task of the plan "
+            f"(tasks: {', '.join(plan.ids)})"
+        )
+    names_commits = any(
+        (n.mark is not None and n.mark.sha) or n.checkpoint is not None for n in plan.nodes
+    )
     return ConductorState(
         settings=settings,
         plan=plan,
@@ -112,6 +124,7 @@ def load_state(settings: Settings, extra_kinds: Sequence[str]) -> ConductorState
         weights=node_weights(plan, {}),
         resources=node_resources(plan),
         last_outcomes={},
+        git_problem=git_available(settings.root) if names_commits else None,
     )
 
 

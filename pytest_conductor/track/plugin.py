@@ -117,12 +117,24 @@ class TrackPlugin:
                 self.state.notes.setdefault(task_id, []).append(str(value))
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        if not self.state.notes:
+        state = self.state
+        # Passed with nothing checked: the vacuous passes a reader must know about.
+        unchecked = [
+            t
+            for t in state.selected
+            if t in state.outcomes and state.outcomes[t].status == "passed" and state.unchecked(t)
+        ]
+        if not state.notes and not unchecked:
             return
         terminalreporter.section("conductor: acceptance notes", sep="-")
-        for task_id, notes in self.state.notes.items():
+        for task_id, notes in state.notes.items():
             for note in notes:
                 terminalreporter.line(f"{task_id}: {note}")
+        if unchecked:
+            terminalreporter.line(
+                f"unchecked (nothing machine-checkable; --conductor-strict fails them): "
+                f"{', '.join(unchecked)}"
+            )
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
