@@ -171,3 +171,48 @@ def test_a_worker_sharing_the_controllers_files_forwards_nothing(tmp_path: Path)
     assert not (bus / ".forwarded").exists()
     ids = [json.loads(line)["id"] for line in (bus / "queue.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids))
+
+
+FAULTS = """# Plan
+
+```yaml
+dag:
+  nodes:
+    - id: "k1"
+      name: "Kills its xdist worker while it holds a lock"
+      files: ["work/shared.txt"]
+      script: {lock: ["work/shared.txt"], keep_locks: true, kill_parent: true}
+    - id: "t1"
+      name: "Hangs past its timeout"
+      timeout: "1s"
+      script: {hang: true, heartbeat_every: 0.2}
+```
+"""
+
+
+def fault_project(where: Path) -> Path:
+    track = where / BUS.parent
+    track.mkdir(parents=True)
+    (track / "plan.md").write_text(FAULTS)
+    (where / "pytest.ini").write_text("[pytest]\n")
+    return where
+
+
+def test_the_controller_learns_every_kill_and_frees_a_dead_workers_locks(tmp_path: Path) -> None:
+    controller = fault_project(tmp_path / "controller")
+    remote = fault_project(tmp_path / "remote")
+    tx = f"2*popen//chdir={remote}"
+    proc = run(controller, "--tx", tx, "--dist", "load", "--max-worker-restart=2", "-rf")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, out
+    bus = controller / BUS
+    # The worker that ran t1 killed its agent itself; the controller has the reason.
+    assert "agent timed out after 1s" in (bus / "events" / "TASK_FAILED_t1.event").read_text()
+    status = json.loads((bus / "worker-status.json").read_text())
+    assert {e["task_id"]: e["status"] for e in status.values()} == {"k1": "RUNNING", "t1": "FAILED"}
+    # k1's worker died holding a lock in the controller's bus: the controller freed it.
+    assert (bus / "events" / "TASK_FAILED_k1.event").is_file()
+    assert json.loads((bus / "locks.json").read_text()) == {}
+    kinds = [json.loads(line)["type"] for line in (bus / "queue.jsonl").read_text().splitlines()]
+    assert kinds.count("FILE_LOCK") == kinds.count("FILE_UNLOCK") == 1
+    assert "ended holding locks; released: work/shared.txt" in out
