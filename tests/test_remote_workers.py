@@ -216,3 +216,35 @@ def test_the_controller_learns_every_kill_and_frees_a_dead_workers_locks(tmp_pat
     kinds = [json.loads(line)["type"] for line in (bus / "queue.jsonl").read_text().splitlines()]
     assert kinds.count("FILE_LOCK") == kinds.count("FILE_UNLOCK") == 1
     assert "ended holding locks; released: work/shared.txt" in out
+
+
+def git_project(where: Path) -> Path:
+    project(where)
+    (where / ".gitignore").unlink()  # the example ignores work/, where its agents write
+    for command in (
+        ["init", "-q"],
+        ["add", "-A"],
+        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start"],
+    ):
+        subprocess.run(["git", *command], cwd=where, check=True, capture_output=True)
+    return where
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_files_changed_are_measured_in_the_workers_copy(tmp_path: Path) -> None:
+    controller = git_project(tmp_path / "controller")
+    remote = git_project(tmp_path / "remote")
+    out = finish(run(controller, "--tx", f"2*popen//chdir={remote}", "--dist", "load"))
+    verdict = json.loads(out.strip().splitlines()[-1])
+    written = sorted(str(p.relative_to(remote)) for p in (remote / "work").rglob("*.*"))
+    assert len(written) == verdict["files_changed"] > 0
+    assert verdict["changed_elsewhere"] == [
+        {
+            "host": verdict["changed_elsewhere"][0]["host"],
+            "root": str(remote),
+            "workers": ["gw0", "gw1"],
+            "files_changed": len(written),
+        }
+    ]
+    assert json.loads((controller / BUS / "verdict.json").read_text()) == verdict
+    assert f"file(s) changed in the copy on {verdict['changed_elsewhere'][0]['host']}" in out

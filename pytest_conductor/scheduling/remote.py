@@ -223,6 +223,18 @@ class RemoteBusPlugin:
             remote.changed_files = [str(path) for path in changed]
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        copies: dict[tuple[str, str], list[RemoteWorker]] = {}
+        for remote in self.remotes.values():
+            copies.setdefault((remote.host, remote.root), []).append(remote)
+        for (host, root), workers in sorted(copies.items()):
+            changed = next((w.changed_files for w in workers if w.changed_files), None)
+            if changed:
+                names = ", ".join(sorted(w.worker for w in workers))
+                terminalreporter.write_line(
+                    f"conductor: {len(changed)} file(s) changed in the copy on {host} in "
+                    f"{root} (workers {names}); they stay there: {', '.join(changed[:10])}"
+                    + (" ..." if len(changed) > 10 else "")
+                )
         for remote in self.remotes.values():
             if remote.released_locks:
                 terminalreporter.write_line(
