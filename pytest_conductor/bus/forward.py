@@ -100,7 +100,7 @@ def prepare_local_bus(bus_dir: Path, run_id: str, controller_bus: str) -> Path |
     bus = MessageBus(bus_dir, warn=False)
     bus_dir.mkdir(parents=True, exist_ok=True)
     archive = None
-    with BusLock(str(bus_dir / f".{_RUN_MARK}.lock"), bus.lock_timeout):
+    with BusLock(str(bus_dir / f"{_RUN_MARK}.lock"), bus.lock_timeout):
         mark = bus_dir / _RUN_MARK
         try:
             done = mark.read_text(encoding="utf-8").strip() == run_id
