@@ -238,3 +238,25 @@ def test_no_answer_is_an_error_naming_the_bus(tmp_path: Path) -> None:
     prepare_local_bus(tmp_path / "w", "run", "/ctl")
     with pytest.raises(BusError, match="no answer from the controller"):
         request_lock(tmp_path / "w", {"op": "lock"}, timeout=0.1)
+
+
+def test_a_lock_request_is_carried_once_and_by_the_agents_own_worker(tmp_path: Path) -> None:
+    worker = tmp_path / "w"
+    prepare_local_bus(worker, "run", "/ctl")
+    mine, sibling = BusTail(worker, pid=1), BusTail(worker, pid=2)
+    answers: list[dict[str, object]] = []
+
+    def ask(carrier: int | None) -> None:
+        with pytest.raises(BusError, match="no answer"):
+            request_lock(worker, {"op": "lock"}, timeout=0.3, carrier_pid=carrier)
+
+    for carrier in (None, 1):
+        thread = threading.Thread(target=ask, args=(carrier,))
+        thread.start()
+        while not list((worker / LOCK_REQUESTS).glob("*.request")):
+            pass
+        sent = [c for tail in (sibling, mine, sibling) for c in tail.poll() if c[0] == "lock"]
+        answers += [change[2] for change in sent]
+        thread.join()
+    assert [a["carrier_pid"] for a in answers] == [None, 1]
+    assert list((worker / LOCK_REQUESTS).iterdir()) == []

@@ -208,8 +208,13 @@ def test_the_controller_learns_every_kill_and_frees_a_dead_workers_locks(tmp_pat
     bus = controller / BUS
     # The worker that ran t1 killed its agent itself; the controller has the reason.
     assert "agent timed out after 1s" in (bus / "events" / "TASK_FAILED_t1.event").read_text()
-    status = json.loads((bus / "worker-status.json").read_text())
-    assert {e["task_id"]: e["status"] for e in status.values()} == {"k1": "RUNNING", "t1": "FAILED"}
+    status = {
+        e["task_id"]: e["status"]
+        for e in json.loads((bus / "worker-status.json").read_text()).values()
+    }
+    assert status["t1"] == "FAILED"
+    # k1's agent may still report before it dies with its worker (as on one machine).
+    assert status["k1"] in {"RUNNING", "COMPLETED"}
     # k1's worker died holding a lock in the controller's bus: the controller freed it.
     assert (bus / "events" / "TASK_FAILED_k1.event").is_file()
     assert json.loads((bus / "locks.json").read_text()) == {}

@@ -386,7 +386,8 @@ def _release_locks(bus: MessageBus, worker_id: str) -> tuple[str, ...]:
         if forwarded_to(bus.path):
             # This machine's bus is forwarded: the agent's locks live in the controller's.
             request = {"op": "release_all", "worker_id": worker_id, "source": bus.source}
-            return tuple(request_lock(bus.path, request)["released"])
+            answer = request_lock(bus.path, request, carrier_pid=os.getpid())
+            return tuple(answer["released"])
         return tuple(bus.release_worker_locks(worker_id))
     except (OSError, BusError, BusLockTimeout):
         return ()

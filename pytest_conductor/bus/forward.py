@@ -133,13 +133,14 @@ class BusTail:
     controller keeps queue lines once, and the rest is written idempotently).
     """
 
-    def __init__(self, bus_dir: Path) -> None:
+    def __init__(self, bus_dir: Path, pid: int | None = None) -> None:
         self.bus_dir = bus_dir
+        #: Lock requests naming another process as their carrier are left to it.
+        self.pid = os.getpid() if pid is None else pid
         self._queue_offset = 0
         self._events: dict[str, bytes] = {}
         self._status: dict[str, Any] = {}
         self._files: dict[str, tuple[int, int]] = {}  # relative path -> (inode, offset)
-        self._asked: set[str] = set()
 
     def poll(self) -> list[Change]:
         changes: list[Change] = []
@@ -220,15 +221,19 @@ class BusTail:
     def _lock_requests(self) -> Iterator[Change]:
         with contextlib.suppress(FileNotFoundError):
             for path in sorted((self.bus_dir / LOCK_REQUESTS).glob("*.request")):
-                rid = path.stem
-                if rid in self._asked:
-                    continue
                 try:
                     request = json.loads(path.read_bytes())
                 except (OSError, ValueError):
-                    continue  # being written: atomic_write makes it whole next time
-                self._asked.add(rid)
-                yield ("lock", rid, request)
+                    continue  # gone, or another worker's claim raced us
+                carrier = request.get("carrier_pid") if isinstance(request, dict) else None
+                if carrier is not None and carrier != self.pid:
+                    continue  # the worker that started the agent carries it
+                try:
+                    # Workers of one machine share the folder: the rename lets one send it.
+                    path.rename(path.with_suffix(".claimed"))
+                except OSError:
+                    continue
+                yield ("lock", path.stem, request)
 
 
 def lock_answer(bus_dir: Path, rid: str, answer: dict[str, Any]) -> None:
@@ -371,13 +376,23 @@ def _result_dict(result: LockResult) -> dict[str, Any]:
     }
 
 
-def request_lock(bus_dir: Path, request: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
+def request_lock(
+    bus_dir: Path,
+    request: dict[str, Any],
+    timeout: float = 60.0,
+    *,
+    carrier_pid: int | None = None,
+) -> dict[str, Any]:
     """Ask the controller, through the worker that forwards ``bus_dir``; wait for its answer.
 
+    ``carrier_pid`` is the xdist worker process that started the agent: only it carries
+    the request, so that the controller knows whose locks to release if it dies. None:
+    any worker of the machine may.
     Raises BusError when no answer came within ``timeout`` seconds (the worker is gone).
     """
     folder = bus_dir / LOCK_REQUESTS
     rid = uuid.uuid4().hex
+    request = {**request, "carrier_pid": carrier_pid}
     atomic_write(folder / f"{rid}.request", json.dumps(request).encode())
     answer_path = folder / f"{rid}.answer"
     deadline = time.monotonic() + timeout
@@ -398,7 +413,7 @@ def request_lock(bus_dir: Path, request: dict[str, Any], timeout: float = 60.0) 
             f"(bus {bus_dir} is forwarded by an xdist worker that may be gone)"
         )
     finally:
-        for suffix in (".request", ".answer"):
+        for suffix in (".request", ".claimed", ".answer"):
             with contextlib.suppress(OSError):
                 (folder / f"{rid}{suffix}").unlink()
 

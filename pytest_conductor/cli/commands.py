@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from pytest_conductor.bus import LockResult, normalize_lock_path
+from pytest_conductor.agents.dispatch import agent_registry
+from pytest_conductor.bus import LockResult, MessageBus, normalize_lock_path
 from pytest_conductor.bus.forward import forwarded_to, lock_result, request_lock
 from pytest_conductor.cli.context import (
     EXIT_FAILED,
@@ -110,7 +111,7 @@ def cmd_lock(ctx: Context) -> int:
         # A worker on another machine: the controller's bus decides, for every machine.
         request = {"op": "lock", "path": path, "worker_id": worker, "task_id": task}
         request |= {"ttl": ctx.args.ttl, "source": bus.source}
-        result = lock_result(request_lock(bus.path, request))
+        result = lock_result(request_lock(bus.path, request, carrier_pid=_carrier(bus, worker)))
     else:
         result = bus.acquire_lock(path, worker, task, ttl=ctx.args.ttl)
     if result.granted:
@@ -127,7 +128,7 @@ def cmd_unlock(ctx: Context) -> int:
     bus = ctx.bus()
     if forwarded_to(bus.path):
         request = {"op": "unlock", "path": path, "worker_id": worker, "source": bus.source}
-        answer = request_lock(bus.path, request)
+        answer = request_lock(bus.path, request, carrier_pid=_carrier(bus, worker))
         released, holders = bool(answer["released"]), dict(answer["holders"])
     else:
         released = bus.release_lock(path, worker)
@@ -139,6 +140,14 @@ def cmd_unlock(ctx: Context) -> int:
     reason = f"it is held by {holder}" if holder else "it is not locked"
     print(f"{PROG}: {path} not unlocked: {reason}", file=sys.stderr)
     return EXIT_FAILED
+
+
+def _carrier(bus: MessageBus, worker: str) -> int | None:
+    """The xdist worker process that started agent ``worker`` (its registry record)."""
+    for record in agent_registry(bus.path).records():
+        if record.name == worker:
+            return record.owner_pid
+    return None
 
 
 def cmd_locks(ctx: Context) -> int:
