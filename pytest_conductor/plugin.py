@@ -108,7 +108,10 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.pluginmanager.register(AgentsPlugin(state, config), "conductor-agents")
     if config.pluginmanager.hasplugin("xdist"):
+        from pytest_conductor.scheduling.remote import RemoteBusPlugin
+
         config.pluginmanager.register(xdist_hooks, "conductor-xdist")
+        config.pluginmanager.register(RemoteBusPlugin(state, config), "conductor-remote")
     if state.settings.write_plan and not hasattr(config, "workerinput"):
         from pytest_conductor.track.writeback import WriteBackPlugin
 

@@ -244,3 +244,50 @@ def test_install_does_nothing_outside_a_worker(pytester: pytest.Pytester) -> Non
     config = pytester.parseconfig()
     worker_patch.install(config)  # no workerinput: no interactor needed, no error
     assert worker_patch.find_interactor(config) is None
+
+
+# -- remote workers: the controller's extra channel rides in workerinput ----------------
+
+
+def test_configure_node_runs_before_workerinput_is_sent() -> None:
+    """scheduling/remote.py adds an execnet channel to ``node.workerinput`` in
+    ``pytest_configure_node``: xdist must send workerinput after that hook, over the
+    gateway the hook sees as ``node.gateway``."""
+    setup = inspect.getsource(xdist.workermanage.WorkerController.setup)
+    hook = setup.index("self.config.hook.pytest_configure_node(node=self)")
+    sent = setup.index("self.channel.send((self.workerinput,")
+    assert hook < sent
+    assert "self.gateway = gateway" in inspect.getsource(xdist.workermanage.WorkerController)
+    remote_source = inspect.getsource(xdist.remote)
+    assert "config.workerinput = workerinput" in remote_source
+
+
+def test_workeroutput_is_sent_after_every_sessionfinish() -> None:
+    """The report plugin puts a forwarded worker's changed files in ``workeroutput`` from
+    its own ``pytest_sessionfinish``; xdist's wrapper sends workeroutput after it."""
+    finish = inspect.getsource(xdist.remote.WorkerInteractor.pytest_sessionfinish)
+    assert "hookwrapper=True" in finish
+    assert finish.index("yield") < finish.index('"workerfinished", workeroutput=workeroutput')
+    assert list(inspect.signature(xdist.newhooks.pytest_configure_node).parameters) == ["node"]
+    assert list(inspect.signature(xdist.newhooks.pytest_testnodedown).parameters) == [
+        "node",
+        "error",
+    ]
+
+
+def test_execnet_sends_a_channel_inside_a_dict() -> None:
+    """What the remote link relies on: a channel made here arrives usable over there."""
+    gateway = execnet.makegateway("popen")
+    try:
+        extra = gateway.newchannel()
+        received: list[object] = []
+        done = threading.Event()
+        extra.setcallback(lambda item: (received.append(item), done.set()))
+        channel = gateway.remote_exec(
+            "data = channel.receive(); data['link'].send(('hello', data['n']))"
+        )
+        channel.send({"link": extra, "n": 1})
+        assert done.wait(30)
+        assert received == [("hello", 1)]
+    finally:
+        gateway.exit()

@@ -32,6 +32,7 @@ from types import FrameType
 from typing import Any
 
 from pytest_conductor.bus import BusError, BusLockTimeout, MessageBus
+from pytest_conductor.bus.forward import forwarded_to, request_lock
 from pytest_conductor.plan.durations import format_duration
 from pytest_conductor.util.processes import (
     GroupRecord,
@@ -382,6 +383,11 @@ def _exit_reason(code: int | None, reported: str | None) -> str:
 
 def _release_locks(bus: MessageBus, worker_id: str) -> tuple[str, ...]:
     try:
+        if forwarded_to(bus.path):
+            # This machine's bus is forwarded: the agent's locks live in the controller's.
+            request = {"op": "release_all", "worker_id": worker_id, "source": bus.source}
+            answer = request_lock(bus.path, request, carrier_pid=os.getpid())
+            return tuple(answer["released"])
         return tuple(bus.release_worker_locks(worker_id))
     except (OSError, BusError, BusLockTimeout):
         return ()

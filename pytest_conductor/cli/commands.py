@@ -11,7 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from pytest_conductor.bus import normalize_lock_path
+from pytest_conductor.agents.dispatch import agent_registry
+from pytest_conductor.bus import LockResult, MessageBus, normalize_lock_path
+from pytest_conductor.bus.forward import forwarded_to, lock_result, request_lock
 from pytest_conductor.cli.context import (
     EXIT_FAILED,
     EXIT_HELD,
@@ -103,7 +105,15 @@ def cmd_blocked(ctx: Context) -> int:
 def cmd_lock(ctx: Context) -> int:
     worker, task = ctx.worker, ctx.task
     path = project_path(ctx.args.path, ctx.root)
-    result = ctx.bus().acquire_lock(path, worker, task, ttl=ctx.args.ttl)
+    bus = ctx.bus()
+    result: LockResult
+    if forwarded_to(bus.path):
+        # A worker on another machine: the controller's bus decides, for every machine.
+        request = {"op": "lock", "path": path, "worker_id": worker, "task_id": task}
+        request |= {"ttl": ctx.args.ttl, "source": bus.source}
+        result = lock_result(request_lock(bus.path, request, carrier_pid=_carrier(bus, worker)))
+    else:
+        result = bus.acquire_lock(path, worker, task, ttl=ctx.args.ttl)
     if result.granted:
         print(f"locked {result.path} until {result.expires_at}")
         return EXIT_OK
@@ -116,14 +126,28 @@ def cmd_unlock(ctx: Context) -> int:
     worker = ctx.worker
     path = project_path(ctx.args.path, ctx.root)
     bus = ctx.bus()
-    if bus.release_lock(path, worker):
+    if forwarded_to(bus.path):
+        request = {"op": "unlock", "path": path, "worker_id": worker, "source": bus.source}
+        answer = request_lock(bus.path, request, carrier_pid=_carrier(bus, worker))
+        released, holders = bool(answer["released"]), dict(answer["holders"])
+    else:
+        released = bus.release_lock(path, worker)
+        holders = {} if released else {info.path: info.worker_id for info in bus.locks()}
+    if released:
         print(f"unlocked {path}")
         return EXIT_OK
-    holders = {info.path: info.worker_id for info in bus.locks()}
     holder = holders.get(normalize_lock_path(path))
     reason = f"it is held by {holder}" if holder else "it is not locked"
     print(f"{PROG}: {path} not unlocked: {reason}", file=sys.stderr)
     return EXIT_FAILED
+
+
+def _carrier(bus: MessageBus, worker: str) -> int | None:
+    """The xdist worker process that started agent ``worker`` (its registry record)."""
+    for record in agent_registry(bus.path).records():
+        if record.name == worker:
+            return record.owner_pid
+    return None
 
 
 def cmd_locks(ctx: Context) -> int:

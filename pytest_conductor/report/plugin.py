@@ -15,6 +15,7 @@ reported in the ``conductor`` section of the terminal summary and the run goes o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import xml.etree.ElementTree as ET
@@ -46,6 +47,7 @@ from pytest_conductor.report.metadata import (
 from pytest_conductor.report.record import execution_record
 from pytest_conductor.report.summary import RunFacts, collect_only_lines, summary_lines
 from pytest_conductor.report.verdict import Verdict, decide
+from pytest_conductor.scheduling.remote import CHANGED_OUTPUT, remote_plugin
 from pytest_conductor.state import ConductorState
 from pytest_conductor.util.atomic import atomic_write
 from pytest_conductor.util.timestamps import utc_now_iso
@@ -79,6 +81,8 @@ class ReportPlugin:
         self.started_at = ""
         self.snapshot: TreeSnapshot | None = None
         self.graph_written: Path | None = None
+        #: Controller: the files changed in each remote worker's copy, by (host, root).
+        self.changes_elsewhere: dict[tuple[str, str], list[str]] = {}
         self._running = False  # a controller session that runs nodes (not --collect-only)
         self._collect_only = False
         self._interrupted = False
@@ -90,6 +94,11 @@ class ReportPlugin:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         config = session.config
         if _is_worker(config):
+            remote = remote_plugin(config)
+            if remote is not None and remote.link is not None:
+                # This worker's copy is not the controller's: the work is measured here.
+                root = self.state.settings.root
+                self.snapshot = take_snapshot(root, self._not_counted(config))
             return
         if config.getoption("collectonly", False):
             self._collect_only = True  # nothing runs: no bus, no metadata, no verdict
@@ -199,6 +208,10 @@ class ReportPlugin:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         config = session.config
         if _is_worker(config):
+            if self.snapshot is not None:
+                # Sent with xdist's workerfinished event (its wrapper sends after us).
+                changed = changed_files(self.snapshot, self._not_counted(config))
+                config.workeroutput[CHANGED_OUTPUT] = changed  # type: ignore[attr-defined]
             return
         if self._collect_only:
             self._write_graph(None)
@@ -215,6 +228,10 @@ class ReportPlugin:
             files_changed=self._files_changed(config),
             interrupted=interrupted,
         )
+        if self.changes_elsewhere:
+            self.verdict = dataclasses.replace(
+                self.verdict, changed_elsewhere=self._elsewhere(config)
+            )
         # metadata.json first, the PARALLEL_COMPLETE event last: an orchestrator that
         # polls for the event then finds the metadata and the verdict already written.
         with self._guard("metadata.json not updated"):
@@ -259,12 +276,43 @@ class ReportPlugin:
         return paths
 
     def _files_changed(self, config: pytest.Config) -> int:
+        """Files changed here, plus those measured in each other copy the workers used.
+
+        Without git here, the files the agents reported (forwarded from every machine)
+        count, united with those measured elsewhere (one project, one set of paths).
+        """
+        elsewhere = self._changes_elsewhere(config)
         if self.snapshot is not None:
-            return len(changed_files(self.snapshot, self._not_counted(config)))
+            here = len(changed_files(self.snapshot, self._not_counted(config)))
+            return here + sum(len(files) for files in elsewhere.values())
         messages = []
         with self._guard("message bus not read"):
             messages = self.bus.messages()
-        return len(reported_files(messages, ignore_source=self.bus.source))
+        reported = set(reported_files(messages, ignore_source=self.bus.source))
+        return len(reported.union(*elsewhere.values()))
+
+    def _elsewhere(self, config: pytest.Config) -> tuple[dict[str, object], ...]:
+        remote = remote_plugin(config)
+        workers = remote.remotes.values() if remote is not None else ()
+        return tuple(
+            {
+                "host": host,
+                "root": root,
+                "workers": sorted(w.worker for w in workers if (w.host, w.root) == (host, root)),
+                "files_changed": len(files),
+            }
+            for (host, root), files in sorted(self.changes_elsewhere.items())
+        )
+
+    def _changes_elsewhere(self, config: pytest.Config) -> dict[tuple[str, str], list[str]]:
+        """The files changed in each remote copy, by (host, root): workers may share one."""
+        remote = remote_plugin(config)
+        found: dict[tuple[str, str], list[str]] = {}
+        for worker in remote.remotes.values() if remote is not None else ():
+            if worker.changed_files is not None:
+                found[(worker.host, worker.root)] = worker.changed_files
+        self.changes_elsewhere = found
+        return found
 
     def _write_graph(self, statuses: dict[str, str] | None) -> None:
         state = self.state

@@ -27,17 +27,23 @@ class Verdict:
     verdict: str  # PASS | FAIL
     summary: str
     files_changed: int
+    #: Where changes live outside the controller's work tree (remote xdist workers):
+    #: ``{"host", "root", "workers", "files_changed"}`` per copy; absent when none.
+    changed_elsewhere: tuple[Mapping[str, object], ...] = ()
 
     @property
     def passed(self) -> bool:
         return self.verdict == PASS
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        result: dict[str, object] = {
             "verdict": self.verdict,
             "summary": self.summary,
             "files_changed": self.files_changed,
         }
+        if self.changed_elsewhere:
+            result["changed_elsewhere"] = [dict(copy) for copy in self.changed_elsewhere]
+        return result
 
     def line(self) -> str:
         """The verdict as one line of JSON (no newline inside, whatever the summary says)."""
