@@ -289,19 +289,11 @@ def test_lock_paths_are_project_relative(
 
 def test_locks_lists_active_and_expired(bus: MessageBus, agent: dict[str, str]) -> None:
     past = format_iso(utc_now() - timedelta(hours=1))
-    bus.locks_path.write_text(
-        json.dumps(
-            {
-                "old.py": {
-                    "worker_id": "w0",
-                    "task_id": "0.1",
-                    "acquired_at": past,
-                    "expires_at": past,
-                }
-            }
-        )
-    )
     bus.acquire_lock("new.py", "worker-1.1-1", "1.1")
+    # Written after the acquire, which would have released the expired lock on its way.
+    locks = json.loads(bus.locks_path.read_text())
+    locks["old.py"] = {"worker_id": "w0", "task_id": "0.1", "acquired_at": past, "expires_at": past}
+    bus.locks_path.write_text(json.dumps(locks))
     done = run("locks", env=agent)
     assert done.returncode == 0
     rows = {line.split()[0]: line.split() for line in done.stdout.splitlines()[1:]}

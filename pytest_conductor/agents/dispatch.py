@@ -294,6 +294,11 @@ class _Attempt:
             if now >= next_read:
                 next_read = now + read_every
                 beat = self.last_heartbeat()
+                # Locks that ran out (or whose template-shaped holder ended) are released
+                # here too, so that a waiter gets its FILE_UNLOCK event without anyone
+                # having to ask for the lock first.
+                with contextlib.suppress(OSError, BusError, BusLockTimeout):
+                    self.bus.expire_locks()
                 if beat is not None:
                     last_beat = max(last_beat, beat)
                 if time.time() - last_beat > 2 * job.heartbeat:
