@@ -294,8 +294,10 @@ def test_held_metadata_lock_is_reported_and_the_file_left(
     )
     assert (track_dir / "metadata.json").read_text() == '{"mine": true}'
     assert lock.is_dir()
-    assert verdict_of(result)["verdict"] == "FAIL"  # the rest of the session end still ran
-    assert (bus(pytester) / "verdict.json").is_file()
+    verdict = verdict_of(result)
+    assert verdict["verdict"] == "FAIL"  # a metadata write that failed fails the run
+    assert "not written: metadata.json not updated: lock" in verdict["summary"]
+    assert json.loads((bus(pytester) / "verdict.json").read_text()) == verdict
 
 
 def test_unparsable_metadata_is_reported_and_left(passing: pytest.Pytester) -> None:
@@ -304,8 +306,29 @@ def test_unparsable_metadata_is_reported_and_left(passing: pytest.Pytester) -> N
     result = run(passing)
     result.stdout.fnmatch_lines(["conductor warning: metadata.json not updated: *not valid JSON*"])
     assert path.read_text(encoding="utf-8") == '{"loop_state": '
-    assert result.ret == 0
-    assert verdict_of(result)["verdict"] == "PASS"
+    # Every node passed, but the orchestrator's file says nothing of it: the run fails,
+    # after the verdict and PARALLEL_COMPLETE were written (they say FAIL in the end).
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    verdict = verdict_of(result)
+    assert verdict["verdict"] == "FAIL"
+    assert verdict["summary"].startswith("Track t: 5 of 5 nodes passed; not written: metadata")
+    assert json.loads((bus(passing) / "verdict.json").read_text()) == verdict
+    assert (bus(passing) / "events" / "PARALLEL_COMPLETE_t.event").read_text() == "FAIL"
+
+
+def test_deeply_nested_metadata_cannot_stop_the_verdict(passing: pytest.Pytester) -> None:
+    path = passing.path / "conductor" / "tracks" / "t" / "metadata.json"
+    text = '{"a": ' * 100_000 + "1" + "}" * 100_000
+    path.write_text(text, encoding="utf-8")
+    result = run(passing)
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines(
+        ["conductor warning: metadata.json not updated: *nested too deeply*"]
+    )
+    assert path.read_text(encoding="utf-8") == text
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert json.loads((bus(passing) / "verdict.json").read_text())["verdict"] == "FAIL"
+    assert (bus(passing) / "events" / "PARALLEL_COMPLETE_t.event").is_file()
 
 
 def test_verdict_json_and_last_line_agree(track: pytest.Pytester) -> None:
@@ -559,9 +582,11 @@ def test_ctrl_c_leaves_valid_interrupted_metadata(
     loop = data["loop_state"]
     assert loop["x"] == 1
     assert loop["current_step"] == "PARALLEL_EXECUTE"
-    assert loop["step_status"] == "INTERRUPTED"
-    assert loop["checkpoints"]["PARALLEL_EXECUTE"]["status"] == "INTERRUPTED"
+    assert loop["step_status"] == "NOT_STARTED"  # dispatch again, skipping completed_tasks
+    assert loop["checkpoints"]["PARALLEL_EXECUTE"]["status"] == "NOT_STARTED"
+    assert loop["parallel_state"]["interrupted_at"].endswith("Z")
     assert loop["parallel_state"]["completed_workers"] == 1
+    assert data["completed_tasks"] == ["1.1"]
     verdict = verdict_of(result)
     assert verdict["verdict"] == "FAIL"
     assert verdict["summary"].startswith("Track t: interrupted after 1 of 3 nodes passed")

@@ -22,6 +22,8 @@ from pytest_conductor.cli.context import (
     project_path,
 )
 from pytest_conductor.cli.tables import table, until, workers_table
+from pytest_conductor.graph.algorithms import dependents
+from pytest_conductor.plan.reader import PlanError, load_plan
 from pytest_conductor.util.timestamps import utc_now
 
 __all__ = [
@@ -76,17 +78,31 @@ def cmd_progress(ctx: Context) -> int:
 def cmd_complete(ctx: Context) -> int:
     task = ctx.task
     worker = ctx.option("worker", "CONDUCTOR_WORKER_ID")
-    ctx.bus().complete(
-        task, ctx.args.commit, ctx.args.files or (), ctx.args.unblocks or (), worker_id=worker
-    )
+    unblocks = ctx.args.unblocks
+    if unblocks is None:
+        unblocks = _direct_dependents(ctx, task)
+    ctx.bus().complete(task, ctx.args.commit, ctx.args.files or (), unblocks, worker_id=worker)
     print(f"TASK_COMPLETE {task}")
     return EXIT_OK
+
+
+def _direct_dependents(ctx: Context, task: str) -> list[str]:
+    """The nodes of the track's plan that depend on ``task`` directly (readers of
+    ``TASK_COMPLETE.unblocks`` expect them); none when the plan cannot be read."""
+    track, root = ctx.option("track", "CONDUCTOR_TRACK"), ctx.root
+    if not track or root is None:
+        return []
+    try:
+        plan = load_plan(root / "conductor" / "tracks" / track / "plan.md")
+    except (PlanError, OSError, ValueError):
+        return []
+    return list(dependents(plan.deps).get(task, ()))
 
 
 def cmd_fail(ctx: Context) -> int:
     task = ctx.task
     worker = ctx.option("worker", "CONDUCTOR_WORKER_ID")
-    ctx.bus().fail(task, ctx.args.error, worker_id=worker)
+    ctx.bus().fail(task, ctx.args.error, worker_id=worker, stack_trace=ctx.args.stack_trace)
     print(f"TASK_FAILED {task}")
     return EXIT_OK
 
@@ -141,7 +157,7 @@ def cmd_locks(ctx: Context) -> int:
             i.worker_id,
             i.task_id or "-",
             "active" if i.active else "EXPIRED",
-            i.expires_at,
+            i.expires_at or "-",
             until(i.expires_at, now),
         ]
         for i in infos
