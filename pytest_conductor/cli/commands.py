@@ -22,8 +22,6 @@ from pytest_conductor.cli.context import (
     project_path,
 )
 from pytest_conductor.cli.tables import table, until, workers_table
-from pytest_conductor.graph.algorithms import dependents
-from pytest_conductor.plan.reader import PlanError, load_plan
 from pytest_conductor.util.timestamps import utc_now
 
 __all__ = [
@@ -92,6 +90,10 @@ def _direct_dependents(ctx: Context, task: str) -> list[str]:
     track, root = ctx.option("track", "CONDUCTOR_TRACK"), ctx.root
     if not track or root is None:
         return []
+    # Imported here: the plan reader brings PyYAML, which every heartbeat would pay for.
+    from pytest_conductor.graph.algorithms import dependents
+    from pytest_conductor.plan.reader import PlanError, load_plan
+
     try:
         plan = load_plan(root / "conductor" / "tracks" / track / "plan.md")
     except (PlanError, OSError, ValueError):
