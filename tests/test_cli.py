@@ -242,6 +242,41 @@ def test_complete_and_fail(bus: MessageBus, agent: dict[str, str]) -> None:
     assert bus.read_event("TASK_BLOCKED", "1.1") == "no schema"
 
 
+def test_complete_names_the_plans_direct_dependents_and_fail_a_stack_trace(
+    bus: MessageBus, agent: dict[str, str], tmp_path: Path
+) -> None:
+    plan = tmp_path / "conductor" / "tracks" / "auth_20261127" / "plan.md"
+    plan.parent.mkdir(parents=True)
+    plan.write_text(
+        "```yaml\ndag:\n  nodes:\n"
+        '    - {id: "1.1"}\n'
+        '    - {id: "1.2", depends_on: ["1.1"]}\n'
+        '    - {id: "1.3", depends_on: ["1.2"]}\n'
+        '    - {id: "1.4", depends_on: ["1.1"]}\n'
+        "```\n"
+    )
+    assert run("complete", env=agent).returncode == 0
+    assert run("complete", "--unblocks", env=as_worker(agent, 2)).returncode == 0
+    payloads = [m["payload"] for m in bus.messages() if m["type"] == "TASK_COMPLETE"]
+    assert payloads[0]["unblocks"] == ["1.2", "1.4"]  # direct dependents, plan order
+    assert payloads[0]["commit_sha"] == ""  # text, as when the controller posts it
+    assert payloads[1]["unblocks"] == []  # said so explicitly
+    done = run(
+        "fail", "--error", "boom", "--stack-trace", "line 1\nline 2", env=as_worker(agent, 3)
+    )
+    assert done.returncode == 0
+    [failed] = [m["payload"] for m in bus.messages() if m["type"] == "TASK_FAILED"]
+    assert failed["stack_trace"] == "line 1\nline 2"
+
+
+def test_locks_shows_a_template_shaped_lock(bus: MessageBus, agent: dict[str, str]) -> None:
+    bus.locks_path.write_text(json.dumps({"src/shared.py": "worker-up-1"}))
+    done = run("locks", env=agent)
+    assert done.returncode == 0
+    assert "while its worker runs" in done.stdout
+    assert run("lock", "src/shared.py", env=agent).returncode == 3
+
+
 def test_an_unsafe_task_id_is_refused(bus: MessageBus, agent: dict[str, str]) -> None:
     done = run("complete", env={**agent, "CONDUCTOR_TASK_ID": "../../etc"})
     assert done.returncode == 2

@@ -527,6 +527,46 @@ def test_files_changed_and_commit_sha_with_git(
     assert (bus(pytester) / "events" / "TASK_COMPLETE_1.1.event").read_text() == sha
 
 
+def test_files_changed_leaves_out_what_pytest_and_its_plugins_write(
+    pytester: pytest.Pytester, write_plan: PlanWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in GIT_ENV.items():
+        monkeypatch.setenv(key, value)
+    # What pytest-cov, pytest-html, pytest-json-report and the cache would leave behind,
+    # written by the node itself so they exist in the middle of the run.
+    writer = (
+        "import pathlib\n"
+        "for name in ['work.txt', '.coverage', '.coverage.host.1.2', 'cache/v/x']:\n"
+        "    path = pathlib.Path(name); path.parent.mkdir(parents=True, exist_ok=True)\n"
+        "    path.write_text('x')\n"
+    )
+    (pytester.path / "write.py").write_text(writer)
+    write_plan(
+        """
+        dag:
+          nodes:
+            - id: "1.1"
+              acceptance: [{run: "python write.py"}]
+        """
+    )
+    pytester.makeini("[pytest]\ncache_dir = cache\n")
+    (pytester.path / ".gitignore").write_text("__pycache__/\n")
+    for args in (("init", "-q"), ("add", "."), ("commit", "-qm", "start")):
+        subprocess.run(["git", *args], cwd=pytester.path, check=True, capture_output=True)
+    result = pytester.runpytest(
+        "-n", "0", "--conductor-track=t", "-p", "no:randomly", "--junitxml=out/report.xml"
+    )
+    assert result.ret == 0
+    assert verdict_of(result)["files_changed"] == 1  # work.txt only
+
+
+def test_runs_keeps_the_last_conductor_keep_runs(passing: pytest.Pytester) -> None:
+    for _ in range(3):
+        assert run(passing, "--conductor-keep-runs=1").ret == 0
+    assert len(list((bus(passing) / "runs").iterdir())) == 1
+    assert run(passing, "--conductor-keep-runs=-1").ret == pytest.ExitCode.USAGE_ERROR
+
+
 def test_files_changed_without_git_is_what_workers_reported(
     pytester: pytest.Pytester, write_plan: PlanWriter, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -264,3 +264,31 @@ def test_google_conductor_metadata_is_read_back_in_its_own_vocabulary(
     assert data["updated_at"] != google["updated_at"]
     assert len(data["updated_at"]) == len("2026-11-27T09:00:00Z")
     assert data["pytest_conductor"]["completed_tasks"] == ["1.1"]
+
+
+def test_task_failed_carries_the_end_of_the_agents_log(
+    pytester: pytest.Pytester, write_plan: PlanWriter
+) -> None:
+    write_plan(
+        """
+        dag:
+          nodes:
+            - id: "1.1"
+              script: {exit: 1}
+            - id: "1.2"
+              depends_on: ["1.1"]
+        """
+    )
+    code, output = finish(start_run(pytester, "--conductor-retries=1"))
+    assert code == 1, output
+    [failed] = messages(pytester, "TASK_FAILED")
+    assert failed["source"] == "controller"
+    assert "done, exit status 1" in failed["payload"]["stack_trace"]
+    assert failed["payload"]["error"].startswith("task 1.1")
+    data = json.loads((track_dir(pytester) / "metadata.json").read_text())
+    assert data["version"] == 3
+    assert data["completed_tasks"] == []
+    state = data["loop_state"]["parallel_state"]
+    # Agent processes started, the retry included; the node failed once.
+    assert (state["total_workers_spawned"], state["failed_workers"]) == (2, 1)
+    assert state["blocked_tasks"] == ["1.2"]
