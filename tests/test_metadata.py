@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pytest_conductor.report.metadata import (
     LOCK_NAME,
@@ -349,3 +351,46 @@ def test_completed_groups_need_every_task_passed() -> None:
     groups = {"pg-1": ["a", "b"], "pg-2": ["c"], "pg-3": ["d"], "empty": []}
     statuses = {"a": "passed", "b": "passed", "c": "failed"}
     assert completed_groups(groups, statuses) == ["pg-1"]
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@given(
+    other=st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=5),
+    loop=st.none() | st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=4),
+    status=st.sampled_from(["RUNNING", "PASSED", "FAILED", "INTERRUPTED"]),
+)
+def test_merge_keeps_every_other_key_or_refuses_cleanly(
+    other: dict[str, Any], loop: dict[str, Any] | None, status: str
+) -> None:
+    data = dict(other)
+    if loop is not None:
+        data["loop_state"] = loop
+    record = ExecutionRecord(
+        status, RECORD.started_at, updated_at=RECORD.completed_at, plan_ids=["1.1"]
+    )
+    try:
+        merged = merge_execution(data, record)
+    except MetadataError:
+        return  # a key we must write into is not an object: reported, file left alone
+    ours = {"loop_state", "completed_tasks", "version", "status", "updated_at", "pytest_conductor"}
+    for key, value in data.items():
+        if key not in ours:
+            assert merged[key] == value
+    if metadata_shape(data) == "orchestrator":
+        assert merged["loop_state"]["step_status"] in STEP_STATUSES
+        for key, value in (loop or {}).items():
+            if key not in {"current_step", "step_status", "checkpoints", "parallel_state"}:
+                assert merged["loop_state"][key] == value
+    else:
+        assert (
+            merged["status"] in {"new", "in_progress", "completed", "cancelled"}
+            or merged["status"] == data["status"]
+        )

@@ -316,6 +316,34 @@ def test_unparsable_metadata_is_reported_and_left(passing: pytest.Pytester) -> N
     assert (bus(passing) / "events" / "PARALLEL_COMPLETE_t.event").read_text() == "FAIL"
 
 
+def test_an_event_that_cannot_be_written_fails_the_run(
+    pytester: pytest.Pytester, write_plan: PlanWriter
+) -> None:
+    # The node's own check puts a plain file where the events folder was.
+    breaker = (
+        "import pathlib, shutil; p = pathlib.Path('conductor/tracks/t/.message-bus/events'); "
+        "shutil.rmtree(p); p.write_text('not a folder')"
+    )
+    (pytester.path / "breaker.py").write_text(breaker)
+    write_plan(
+        """
+        dag:
+          nodes:
+            - id: "1.1"
+              acceptance: [{run: "python breaker.py"}]
+        """
+    )
+    result = run(pytester)
+    assert "Traceback" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["conductor warning: TASK_COMPLETE_1.1.event not written: *"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    verdict = verdict_of(result)
+    assert verdict["verdict"] == "FAIL"
+    assert "not written: TASK_COMPLETE_1.1.event not written" in verdict["summary"]
+    assert json.loads((bus(pytester) / "verdict.json").read_text()) == verdict
+    assert metadata(pytester)["loop_state"]["checkpoints"]["PARALLEL_EXECUTE"]["status"] == "FAILED"
+
+
 def test_deeply_nested_metadata_cannot_stop_the_verdict(passing: pytest.Pytester) -> None:
     path = passing.path / "conductor" / "tracks" / "t" / "metadata.json"
     text = '{"a": ' * 100_000 + "1" + "}" * 100_000
