@@ -247,22 +247,17 @@ class ReportPlugin:
         # metadata.json nobody can read, a graph that cannot be written) may keep an
         # orchestrator waiting for them.
         self.verdict = self._decide(statuses, files_changed, interrupted)
+        before = len(self.not_written)
         self._write_verdict()
+        if len(self.not_written) > before:
+            self._amend_verdict(statuses, files_changed, interrupted)
         status = "PASSED" if self.verdict.passed else "FAILED"
         if interrupted:
             status = "INTERRUPTED"
         before = len(self.not_written)
         self._write_metadata(status, lock_timeout=self.metadata_lock_timeout)
         if len(self.not_written) > before:
-            # A write failed after the verdict went out: say so in it; a PASS becomes a
-            # FAIL, and PARALLEL_COMPLETE is posted again with it.
-            was_passed = self.verdict.passed
-            self.verdict = self._decide(statuses, files_changed, interrupted)
-            if was_passed:
-                self._write_verdict()
-            else:
-                with self._guard("verdict.json not written"):
-                    self.bus.write_json("verdict.json", self.verdict.as_dict())
+            self._amend_verdict(statuses, files_changed, interrupted)
         if self.not_written and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         self._write_graph(statuses)
@@ -281,6 +276,20 @@ class ReportPlugin:
             interrupted=interrupted,
             not_written=self.not_written,
         )
+
+    def _amend_verdict(
+        self, statuses: dict[str, str], files_changed: int, interrupted: bool
+    ) -> None:
+        """A write failed after the verdict was decided: say so in it. A PASS becomes a
+        FAIL, and PARALLEL_COMPLETE is posted again with it."""
+        assert self.verdict is not None
+        was_passed = self.verdict.passed
+        self.verdict = self._decide(statuses, files_changed, interrupted)
+        if was_passed:
+            self._write_verdict()
+        else:
+            with self._guard("verdict.json not written"):
+                self.bus.write_json("verdict.json", self.verdict.as_dict())
 
     def _write_verdict(self) -> None:
         assert self.verdict is not None
