@@ -261,6 +261,10 @@ def test_complete_names_the_plans_direct_dependents_and_fail_a_stack_trace(
     assert payloads[0]["unblocks"] == ["1.2", "1.4"]  # direct dependents, plan order
     assert payloads[0]["commit_sha"] == ""  # text, as when the controller posts it
     assert payloads[1]["unblocks"] == []  # said so explicitly
+    given = {**as_worker(agent, 4), "CONDUCTOR_UNBLOCKS": "2.1 2.2"}  # the dispatcher's
+    assert run("complete", env=given).returncode == 0
+    last = [m["payload"] for m in bus.messages() if m["type"] == "TASK_COMPLETE"][-1]
+    assert last["unblocks"] == ["2.1", "2.2"]
     done = run(
         "fail", "--error", "boom", "--stack-trace", "line 1\nline 2", env=as_worker(agent, 3)
     )

@@ -159,6 +159,11 @@ def test_a_string_shaped_lock_is_respected(
     ]
     assert parse_iso(granted["timestamp"]) >= released
     assert list(bus_dir(pytester).glob("*.corrupt-*")) == []  # read, never moved aside
+    # The agents' own TASK_COMPLETE names the direct dependents, as the controller's does.
+    completes = {m["payload"]["task_id"]: m for m in messages(pytester, "TASK_COMPLETE")}
+    assert completes["1.1"]["source"].startswith("worker-1.1-")
+    assert completes["1.1"]["payload"]["unblocks"] == ["1.2"]
+    assert completes["1.2"]["payload"]["unblocks"] == []
 
 
 def test_the_template_waiting_on_an_unlock_gets_its_event(

@@ -7,6 +7,7 @@ status; ``watch`` lives in :mod:`pytest_conductor.cli.watch`.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -85,8 +86,12 @@ def cmd_complete(ctx: Context) -> int:
 
 
 def _direct_dependents(ctx: Context, task: str) -> list[str]:
-    """The nodes of the track's plan that depend on ``task`` directly (readers of
-    ``TASK_COMPLETE.unblocks`` expect them); none when the plan cannot be read."""
+    """The nodes that depend on ``task`` directly (readers of ``TASK_COMPLETE.unblocks``
+    expect them): ``CONDUCTOR_UNBLOCKS`` from the dispatcher, else read from the track's
+    plan; none when neither is there."""
+    given = os.environ.get("CONDUCTOR_UNBLOCKS")
+    if given is not None:
+        return given.split()
     track, root = ctx.option("track", "CONDUCTOR_TRACK"), ctx.root
     if not track or root is None:
         return []

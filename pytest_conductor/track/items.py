@@ -34,6 +34,7 @@ from pytest_conductor.agents.prompt import (
     render_prompt,
 )
 from pytest_conductor.bus import BusError, BusLockTimeout, MessageBus
+from pytest_conductor.graph.algorithms import dependents
 from pytest_conductor.plan.durations import format_duration
 from pytest_conductor.plan.reader import Node
 from pytest_conductor.report.junit import set_properties
@@ -243,6 +244,7 @@ class TaskItem(pytest.Item):
             timeout=timeout,
             heartbeat=settings.heartbeat,
             parallel_group=group,
+            unblocks=dependents(state.plan.deps).get(task.id, ()),
         )
 
     def _check(self, criterion: Any, context: CheckContext) -> CheckResult:
