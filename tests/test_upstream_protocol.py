@@ -35,8 +35,8 @@ def bus_dir(pytester: pytest.Pytester) -> Path:
     return track_dir(pytester) / ".message-bus"
 
 
-def start_run(pytester: pytest.Pytester, *args: str) -> subprocess.Popen[bytes]:
-    """``pytest --conductor-track=t`` in a process of its own (in-process nodes)."""
+def start_run(pytester: pytest.Pytester, *args: str, workers: str = "0") -> subprocess.Popen[bytes]:
+    """``pytest --conductor-track=t`` in a process of its own (in-process nodes by default)."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -46,7 +46,7 @@ def start_run(pytester: pytest.Pytester, *args: str) -> subprocess.Popen[bytes]:
             f"--conductor-worker={WORKER}",
             "--conductor-heartbeat=5s",
             "-n",
-            "0",
+            workers,
             "-p",
             "no:cacheprovider",
             *args,
@@ -77,8 +77,9 @@ def messages(pytester: pytest.Pytester, kind: str) -> list[dict[str, Any]]:
     return [m for m in map(json.loads, filter(None, lines)) if m["type"] == kind]
 
 
+@pytest.mark.parametrize("workers", ["0", "2"])
 def test_orchestrator_polling_mid_run_sees_a_dispatcher_at_work(
-    pytester: pytest.Pytester, write_plan: PlanWriter
+    pytester: pytest.Pytester, write_plan: PlanWriter, workers: str
 ) -> None:
     write_plan(
         """
@@ -102,7 +103,7 @@ def test_orchestrator_polling_mid_run_sees_a_dispatcher_at_work(
     seen, stop = pytester.path / "seen.jsonl", pytester.path / "stop"
     poller = role("poll-metadata", track_dir(pytester), seen, stop)
     started = time.monotonic()
-    code, output = finish(start_run(pytester))
+    code, output = finish(start_run(pytester, workers=workers))
     took = time.monotonic() - started
     stop.touch()
     finish(poller)
