@@ -107,6 +107,15 @@ OPTIONS: tuple[Option, ...] = (
         metavar="DURATION",
     ),
     Option(
+        "--conductor-keep-runs",
+        "conductor_keep_runs",
+        "keep the last N earlier runs in the bus folder's runs/; older ones are removed when "
+        "a run starts (0: keep every run; default: 20)",
+        ini="conductor_keep_runs",
+        default="20",
+        metavar="N",
+    ),
+    Option(
         "--conductor-strict-prose",
         "conductor_strict_prose",
         "fail prose acceptance criteria that no machine can check (default: pass them with a note)",
@@ -185,6 +194,8 @@ class Settings:
 
     def redoes(self, task_id: str) -> bool:
         return "all" in self.redo or task_id in self.redo
+
+    keep_runs: int = 20
 
     @property
     def active(self) -> bool:
@@ -274,6 +285,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
         raise _usage(where, str(value), "expected a duration above zero")
     retries = _whole_number(config, "conductor_retries", minimum=0)
     metadata_lock_timeout = _duration(config, "conductor_metadata_lock_timeout")
+    keep_runs = _whole_number(config, "conductor_keep_runs", minimum=0)
     graph_raw, _ = _raw(config, _by_dest("conductor_graph"))
     graph = None
     if graph_raw is not None:
@@ -316,6 +328,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
         redo=redo,
         write_plan=write_plan,
         strict=strict_nodes,
+        keep_runs=keep_runs,
     )
 
 

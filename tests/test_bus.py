@@ -602,3 +602,140 @@ def test_without_the_descriptor_primitive_filelock_objects_are_used(
     with holder, pytest.raises(BusLockTimeout):
         impatient.locks()
     assert [m["type"] for m in bus.messages()] == ["PING", "FILE_LOCK"]
+
+
+# -- the upstream worker template's shapes -----------------------------------------------
+
+
+def write_locks(bus: MessageBus, locks: dict[str, Any]) -> None:
+    bus.locks_path.write_text(json.dumps(locks, indent=2))
+
+
+def register(bus: MessageBus, worker: str, status: str, beat: datetime = START) -> None:
+    data = json.loads(bus.worker_status_path.read_text() or "{}")
+    data[worker] = {"task_id": "up", "status": status, "last_heartbeat": format_iso(beat)}
+    bus.worker_status_path.write_text(json.dumps(data))
+
+
+def test_a_string_lock_is_a_lock_and_is_never_granted_to_another(
+    bus: MessageBus, clock: Clock
+) -> None:
+    write_locks(bus, {"src/shared.py": "worker-up-1"})
+    register(bus, "worker-up-1", "RUNNING")
+    result = bus.acquire_lock("src/shared.py", "worker-1.1-1", "1.1")
+    assert not result
+    assert result.holder == "worker-up-1"
+    assert result.holder_task == "up"
+    # Read, never moved aside or rewritten into our shape.
+    assert json.loads(bus.locks_path.read_text()) == {"src/shared.py": "worker-up-1"}
+    assert list(bus.path.glob("*.corrupt-*")) == []
+    assert bus.warnings == []
+    [info] = bus.locks()
+    assert (info.worker_id, info.active, info.expires_at) == ("worker-up-1", True, "")
+    clock.advance(10 * 3600)  # no expiry: it lasts while its holder's heartbeat does
+    register(bus, "worker-up-1", "RUNNING", beat=clock.now)
+    assert not bus.acquire_lock("src/shared.py", "worker-1.1-1", "1.1")
+
+
+def test_both_lock_shapes_live_in_one_file(bus: MessageBus) -> None:
+    write_locks(bus, {"src/shared.py": "worker-up-1"})
+    assert bus.acquire_lock("src/mine.py", "worker-1.1-1", "1.1")
+    data = json.loads(bus.locks_path.read_text())
+    assert data["src/shared.py"] == "worker-up-1"  # kept as its writer wrote it
+    assert data["src/mine.py"]["worker_id"] == "worker-1.1-1"
+    assert bus.release_worker_locks("worker-up-1") == ["src/shared.py"]
+    assert set(json.loads(bus.locks_path.read_text())) == {"src/mine.py"}
+
+
+@pytest.mark.parametrize("status", ["COMPLETE", "COMPLETED", "FAILED"])
+def test_a_string_lock_ends_with_its_holders_worker(bus: MessageBus, status: str) -> None:
+    write_locks(bus, {"src/shared.py": "worker-up-1"})
+    register(bus, "worker-up-1", status)
+    result = bus.acquire_lock("src/shared.py", "worker-1.1-1", "1.1")
+    assert result.granted and result.took_over_from == "worker-up-1"
+
+
+def test_a_string_lock_of_a_dead_worker_ends(bus: MessageBus, clock: Clock) -> None:
+    write_locks(bus, {"src/shared.py": "worker-up-1"})
+    register(bus, "worker-up-1", "RUNNING")
+    clock.advance(bus.stale_after + 1)
+    assert bus.expire_locks() == ["src/shared.py"]
+    [message] = of_type(bus, "FILE_UNLOCK")
+    assert message["payload"]["reason"] == "holder ended"
+    assert bus.locks() == []
+
+
+def test_unlock_event_is_named_for_the_templates_glob(bus: MessageBus) -> None:
+    bus.acquire_lock("src/stores/data-store.ts", "w1", "1.1")
+    assert not list(bus.events_dir.glob("FILE_UNLOCK_*.event"))
+    bus.release_lock("src/stores/data-store.ts", "w1")
+    [event] = bus.events_dir.glob("FILE_UNLOCK_*.event")  # the template's own pattern
+    assert event.name == "FILE_UNLOCK_src%2Fstores%2Fdata-store.ts.event"
+    assert event.read_text() == "src/stores/data-store.ts"
+    # Taken again: the path is not free any more, so its event goes.
+    bus.acquire_lock("src/stores/data-store.ts", "w2", "1.2")
+    assert not event.exists()
+    assert bus.release_worker_locks("w2") == ["src/stores/data-store.ts"]
+    assert event.is_file()
+
+
+def test_an_expired_lock_gets_its_unlock_event(bus: MessageBus, clock: Clock) -> None:
+    bus.acquire_lock("src/a.py", "w1", "1.1", ttl=60)
+    assert bus.expire_locks() == []
+    clock.advance(61)
+    assert bus.expire_locks() == ["src/a.py"]
+    assert (bus.events_dir / "FILE_UNLOCK_src%2Fa.py.event").is_file()
+    assert of_type(bus, "FILE_UNLOCK")[-1]["payload"]["reason"] == "expired"
+    # Someone asking for another lock releases expired ones on the way too.
+    bus.acquire_lock("src/b.py", "w1", "1.1", ttl=60)
+    clock.advance(61)
+    bus.acquire_lock("src/c.py", "w2", "1.2")
+    assert (bus.events_dir / "FILE_UNLOCK_src%2Fb.py.event").is_file()
+
+
+def test_worker_status_complete_is_read_as_completed(bus: MessageBus) -> None:
+    entry = bus.set_worker_status("w1", "COMPLETE", task_id="1.1")
+    assert entry["status"] == "COMPLETED"
+
+
+def test_commit_sha_is_always_text_and_failures_carry_a_stack_trace(bus: MessageBus) -> None:
+    bus.complete("1.1")
+    assert of_type(bus, "TASK_COMPLETE")[0]["payload"]["commit_sha"] == ""
+    bus.fail("1.2", "boom", stack_trace="line 1\nline 2")
+    bus.fail("1.3", "boom")
+    failed = [m["payload"] for m in of_type(bus, "TASK_FAILED")]
+    assert failed[0]["stack_trace"] == "line 1\nline 2"
+    assert "stack_trace" not in failed[1]
+
+
+def test_rotation_keeps_event_files_and_folders_it_did_not_write(bus: MessageBus) -> None:
+    fill(bus)
+    (bus.events_dir / "PLAN_EVAL_COMPLETE_t.event").write_text("PASS")
+    (bus.events_dir / "BOARD_RESOLVE.event").write_text("")
+    (bus.path / "board").mkdir()
+    (bus.path / "board" / "votes.json").write_text("{}")
+    bus.release_lock("a.py", "w1")  # a FILE_UNLOCK event of the run
+    archive = bus.rotate()
+    assert archive is not None
+    assert sorted(p.name for p in (archive / "events").iterdir()) == [
+        "FILE_UNLOCK_a.py.event",
+        "TASK_COMPLETE_1.1.event",
+    ]
+    assert bus.events() == ["BOARD_RESOLVE.event", "PLAN_EVAL_COMPLETE_t.event"]
+    assert (bus.path / "board" / "votes.json").read_text() == "{}"
+
+
+def test_rotation_keeps_the_last_runs(bus: MessageBus, clock: Clock) -> None:
+    (bus.runs_dir).mkdir()
+    (bus.runs_dir / "notes.txt").write_text("not ours")
+    names = []
+    for _ in range(4):
+        bus.post("PING", {})
+        archive = bus.rotate(keep=2)
+        assert archive is not None
+        names.append(archive.name)
+        clock.advance(1)
+    assert sorted(p.name for p in bus.runs_dir.iterdir()) == sorted([*names[2:], "notes.txt"])
+    bus.post("PING", {})
+    bus.rotate(keep=0)  # 0 keeps them all
+    assert len([p for p in bus.runs_dir.iterdir() if p.is_dir()]) == 3

@@ -242,6 +242,45 @@ def test_complete_and_fail(bus: MessageBus, agent: dict[str, str]) -> None:
     assert bus.read_event("TASK_BLOCKED", "1.1") == "no schema"
 
 
+def test_complete_names_the_plans_direct_dependents_and_fail_a_stack_trace(
+    bus: MessageBus, agent: dict[str, str], tmp_path: Path
+) -> None:
+    plan = tmp_path / "conductor" / "tracks" / "auth_20261127" / "plan.md"
+    plan.parent.mkdir(parents=True)
+    plan.write_text(
+        "```yaml\ndag:\n  nodes:\n"
+        '    - {id: "1.1"}\n'
+        '    - {id: "1.2", depends_on: ["1.1"]}\n'
+        '    - {id: "1.3", depends_on: ["1.2"]}\n'
+        '    - {id: "1.4", depends_on: ["1.1"]}\n'
+        "```\n"
+    )
+    assert run("complete", env=agent).returncode == 0
+    assert run("complete", "--unblocks", env=as_worker(agent, 2)).returncode == 0
+    payloads = [m["payload"] for m in bus.messages() if m["type"] == "TASK_COMPLETE"]
+    assert payloads[0]["unblocks"] == ["1.2", "1.4"]  # direct dependents, plan order
+    assert payloads[0]["commit_sha"] == ""  # text, as when the controller posts it
+    assert payloads[1]["unblocks"] == []  # said so explicitly
+    given = {**as_worker(agent, 4), "CONDUCTOR_UNBLOCKS": "2.1 2.2"}  # the dispatcher's
+    assert run("complete", env=given).returncode == 0
+    last = [m["payload"] for m in bus.messages() if m["type"] == "TASK_COMPLETE"][-1]
+    assert last["unblocks"] == ["2.1", "2.2"]
+    done = run(
+        "fail", "--error", "boom", "--stack-trace", "line 1\nline 2", env=as_worker(agent, 3)
+    )
+    assert done.returncode == 0
+    [failed] = [m["payload"] for m in bus.messages() if m["type"] == "TASK_FAILED"]
+    assert failed["stack_trace"] == "line 1\nline 2"
+
+
+def test_locks_shows_a_template_shaped_lock(bus: MessageBus, agent: dict[str, str]) -> None:
+    bus.locks_path.write_text(json.dumps({"src/shared.py": "worker-up-1"}))
+    done = run("locks", env=agent)
+    assert done.returncode == 0
+    assert "while its worker runs" in done.stdout
+    assert run("lock", "src/shared.py", env=agent).returncode == 3
+
+
 def test_an_unsafe_task_id_is_refused(bus: MessageBus, agent: dict[str, str]) -> None:
     done = run("complete", env={**agent, "CONDUCTOR_TASK_ID": "../../etc"})
     assert done.returncode == 2
@@ -289,19 +328,11 @@ def test_lock_paths_are_project_relative(
 
 def test_locks_lists_active_and_expired(bus: MessageBus, agent: dict[str, str]) -> None:
     past = format_iso(utc_now() - timedelta(hours=1))
-    bus.locks_path.write_text(
-        json.dumps(
-            {
-                "old.py": {
-                    "worker_id": "w0",
-                    "task_id": "0.1",
-                    "acquired_at": past,
-                    "expires_at": past,
-                }
-            }
-        )
-    )
     bus.acquire_lock("new.py", "worker-1.1-1", "1.1")
+    # Written after the acquire, which would have released the expired lock on its way.
+    locks = json.loads(bus.locks_path.read_text())
+    locks["old.py"] = {"worker_id": "w0", "task_id": "0.1", "acquired_at": past, "expires_at": past}
+    bus.locks_path.write_text(json.dumps(locks))
     done = run("locks", env=agent)
     assert done.returncode == 0
     rows = {line.split()[0]: line.split() for line in done.stdout.splitlines()[1:]}

@@ -159,6 +159,7 @@ def test_the_agent_gets_its_arguments_environment_prompt_and_registration(
         "CONDUCTOR_BUS": str(bus),
         "CONDUCTOR_PROMPT_FILE": prompt,
         "CONDUCTOR_ROOT": str(root),
+        "CONDUCTOR_UNBLOCKS": "",  # no node depends on a
     }
     assert seen["cwd"] == str(root)
     text = Path(prompt).read_text()

@@ -9,15 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pytest_conductor.report.metadata import (
     LOCK_NAME,
+    STEP_STATUSES,
     ExecutionRecord,
     MetadataError,
     MetadataLockTimeout,
     completed_groups,
     merge_execution,
     metadata_lock,
+    metadata_shape,
     update_metadata,
 )
 from pytest_conductor.util.timestamps import parse_iso
@@ -55,6 +59,7 @@ ORCHESTRATOR_FILE: dict[str, Any] = {
 
 def test_merge_sets_the_step_state_and_checkpoint() -> None:
     merged = merge_execution({}, RECORD)
+    assert merged["version"] == 3  # a new file: the orchestrator must not migrate it
     loop = merged["loop_state"]
     assert loop["current_step"] == "EVALUATE_EXECUTION"
     assert loop["step_status"] == "NOT_STARTED"
@@ -70,6 +75,7 @@ def test_merge_sets_the_step_state_and_checkpoint() -> None:
         "status": "FAILED",
         "started_at": "2026-11-27T12:00:00.000000Z",
         "completed_at": "2026-11-27T12:05:00.000000Z",
+        "last_updated": "2026-11-27T12:05:00.000000Z",
         "agent": "pytest-conductor",
     }
 
@@ -92,14 +98,144 @@ def test_merge_keeps_unknown_keys_and_both_board_sessions() -> None:
     assert checkpoints["PARALLEL_EXECUTE"]["status"] == "FAILED"
 
 
-def test_interrupted_run_keeps_the_current_step() -> None:
-    record = ExecutionRecord("INTERRUPTED", RECORD.started_at, RECORD.completed_at)
+def test_interrupted_run_is_dispatched_again_and_says_so_in_our_key() -> None:
+    record = ExecutionRecord("INTERRUPTED", RECORD.started_at, updated_at=RECORD.completed_at)
     merged = merge_execution(ORCHESTRATOR_FILE, record)
-    assert merged["loop_state"]["current_step"] == "PARALLEL_EXECUTE"
-    assert merged["loop_state"]["step_status"] == "INTERRUPTED"
-    assert merged["loop_state"]["checkpoints"]["PARALLEL_EXECUTE"]["status"] == "INTERRUPTED"
+    loop = merged["loop_state"]
+    assert loop["current_step"] == "PARALLEL_EXECUTE"
+    # Not IN_PROGRESS (nobody runs it) and no word of our own: the orchestrator starts
+    # the step again, skipping completed_tasks.
+    assert loop["step_status"] == "NOT_STARTED"
+    assert loop["checkpoints"]["PARALLEL_EXECUTE"]["status"] == "NOT_STARTED"
+    assert loop["parallel_state"]["interrupted_at"] == RECORD.completed_at
+    assert "completed_at" not in loop["checkpoints"]["PARALLEL_EXECUTE"]
     fresh = merge_execution({}, record)
-    assert fresh["loop_state"]["current_step"] != "EVALUATE_EXECUTION"
+    assert fresh["loop_state"]["current_step"] == "PARALLEL_EXECUTE"
+
+
+@pytest.mark.parametrize("status", ["RUNNING", "PASSED", "FAILED", "INTERRUPTED"])
+def test_step_status_stays_in_the_orchestrators_vocabulary(status: str) -> None:
+    record = ExecutionRecord(status, RECORD.started_at, updated_at=RECORD.completed_at)
+    loop = merge_execution(ORCHESTRATOR_FILE, record)["loop_state"]
+    assert loop["step_status"] in STEP_STATUSES
+    assert loop["checkpoints"]["PARALLEL_EXECUTE"]["status"] in STEP_STATUSES
+
+
+def test_a_running_record_says_in_progress_and_clears_the_last_interruption() -> None:
+    interrupted = ExecutionRecord(
+        "INTERRUPTED", RECORD.started_at, updated_at="2026-11-27T12:01:00Z"
+    )
+    before = merge_execution(ORCHESTRATOR_FILE, interrupted)
+    running = ExecutionRecord(
+        "RUNNING", "2026-11-27T13:00:00.000000Z", updated_at="2026-11-27T13:00:02.000000Z"
+    )
+    loop = merge_execution(before, running)["loop_state"]
+    assert (loop["current_step"], loop["step_status"]) == ("PARALLEL_EXECUTE", "IN_PROGRESS")
+    checkpoint = loop["checkpoints"]["PARALLEL_EXECUTE"]
+    assert checkpoint["status"] == "IN_PROGRESS"
+    assert checkpoint["started_at"] == "2026-11-27T13:00:00.000000Z"
+    assert checkpoint["last_updated"] == "2026-11-27T13:00:02.000000Z"
+    assert checkpoint["agent"] == "pytest-conductor"
+    assert checkpoint["notes"] == "kept"
+    assert "interrupted_at" not in loop["parallel_state"]
+
+
+def test_parallel_groups_completed_is_appended_to() -> None:
+    first = merge_execution({}, RECORD)
+    second = ExecutionRecord(
+        "PASSED", RECORD.started_at, parallel_groups_completed=["pg-2", "pg-1"]
+    )
+    state = merge_execution(first, second)["loop_state"]["parallel_state"]
+    assert state["parallel_groups_completed"] == ["pg-1", "pg-2"]
+
+
+def test_completed_tasks_adds_what_passed_and_drops_what_failed_or_was_blocked() -> None:
+    data = {"version": 3, "completed_tasks": ["0.9", "1.2", "1.1"], "loop_state": {}}
+    record = ExecutionRecord(
+        "FAILED",
+        RECORD.started_at,
+        done_tasks=["1.1", "1.3"],
+        undone_tasks=["1.2", "1.4"],
+        plan_ids=["1.1", "1.2", "1.3", "1.4"],
+    )
+    merged = merge_execution(data, record)
+    # The plan's nodes in plan order, then entries the plan does not know, kept.
+    assert merged["completed_tasks"] == ["1.1", "1.3", "0.9"]
+    assert merged["version"] == 3
+
+
+GOOGLE_FILE: dict[str, Any] = {
+    "track_id": "auth_20261127",
+    "type": "feature",
+    "status": "new",
+    "created_at": "2026-11-27T09:00:00Z",
+    "updated_at": "2026-11-27T09:00:00Z",
+    "description": "Sign in with a password",
+}
+
+
+def test_google_conductor_file_is_answered_in_its_own_vocabulary() -> None:
+    assert metadata_shape(GOOGLE_FILE) == "google"
+    running = ExecutionRecord(
+        "RUNNING", RECORD.started_at, updated_at="2026-11-27T12:00:02.500000Z", plan_ids=["1.1"]
+    )
+    during = merge_execution(GOOGLE_FILE, running)
+    assert during["status"] == "in_progress"
+    assert during["updated_at"] == "2026-11-27T12:00:02Z"
+    assert "loop_state" not in during and "completed_tasks" not in during
+    assert "version" not in during
+    done = ExecutionRecord(
+        "PASSED",
+        RECORD.started_at,
+        completed_at="2026-11-27T12:05:00.000000Z",
+        updated_at="2026-11-27T12:05:00.000000Z",
+        total_workers_spawned=1,
+        completed_workers=1,
+        done_tasks=["1.1"],
+        plan_ids=["1.1"],
+    )
+    after = merge_execution(during, done)
+    assert after["status"] == "completed"
+    assert after["description"] == "Sign in with a password"
+    assert set(after) == set(GOOGLE_FILE) | {"pytest_conductor"}
+    own = after["pytest_conductor"]
+    assert own["status"] == "PASSED"
+    assert own["completed_tasks"] == ["1.1"]
+    assert own["completed_workers"] == 1
+
+
+def test_google_status_stays_in_progress_until_every_node_is_done() -> None:
+    failed = ExecutionRecord(
+        "FAILED", RECORD.started_at, done_tasks=["1.1"], plan_ids=["1.1", "1.2"]
+    )
+    assert merge_execution(GOOGLE_FILE, failed)["status"] == "in_progress"
+    cancelled = {**GOOGLE_FILE, "status": "cancelled"}
+    assert merge_execution(cancelled, failed)["status"] == "cancelled"
+
+
+def test_shape_is_decided_by_the_keys_present() -> None:
+    assert metadata_shape({}) == "orchestrator"
+    assert metadata_shape({**GOOGLE_FILE, "loop_state": {}}) == "orchestrator"
+    assert metadata_shape({**GOOGLE_FILE, "version": 3}) == "orchestrator"
+    assert metadata_shape({"status": "new"}) == "orchestrator"
+
+
+def test_deeply_nested_file_is_reported_and_left(tmp_path: Path) -> None:
+    path = tmp_path / "metadata.json"
+    text = '{"a": ' * 100_000 + "1" + "}" * 100_000
+    path.write_text(text)
+    with pytest.raises(MetadataError, match="nested too deeply"):
+        update_metadata(tmp_path, RECORD)
+    assert path.read_text() == text
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_a_file_nested_deep_but_readable_is_merged_without_walking_it(tmp_path: Path) -> None:
+    deep: Any = 1
+    for _ in range(600):  # json reads it; a deep copy of it would pass the recursion limit
+        deep = {"a": deep}
+    merged = merge_execution({"orchestrator_data": deep, "loop_state": {}}, RECORD)
+    assert merged["orchestrator_data"] is deep
 
 
 def test_loop_state_that_is_not_an_object_is_not_merged_into() -> None:
@@ -215,3 +351,43 @@ def test_completed_groups_need_every_task_passed() -> None:
     groups = {"pg-1": ["a", "b"], "pg-2": ["c"], "pg-3": ["d"], "empty": []}
     statuses = {"a": "passed", "b": "passed", "c": "failed"}
     assert completed_groups(groups, statuses) == ["pg-1"]
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@given(
+    other=st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=5),
+    loop=st.none() | st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=4),
+    status=st.sampled_from(["RUNNING", "PASSED", "FAILED", "INTERRUPTED"]),
+)
+def test_merge_keeps_every_other_key_or_refuses_cleanly(
+    other: dict[str, Any], loop: dict[str, Any] | None, status: str
+) -> None:
+    data = dict(other)
+    if loop is not None:
+        data["loop_state"] = loop
+    record = ExecutionRecord(
+        status, RECORD.started_at, updated_at=RECORD.completed_at, plan_ids=["1.1"]
+    )
+    try:
+        merged = merge_execution(data, record)
+    except MetadataError:
+        return  # a key we must write into is not an object: reported, file left alone
+    ours = {"loop_state", "completed_tasks", "version", "status", "updated_at", "pytest_conductor"}
+    for key, value in data.items():
+        if key not in ours:
+            assert merged[key] == value
+    if metadata_shape(data) == "orchestrator":
+        assert merged["loop_state"]["step_status"] in STEP_STATUSES
+        for key, value in (loop or {}).items():
+            if key not in {"current_step", "step_status", "checkpoints", "parallel_state"}:
+                assert merged["loop_state"][key] == value
+    else:
+        assert merged["status"] in {"in_progress", "cancelled"}  # none done: not completed

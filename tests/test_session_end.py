@@ -294,8 +294,10 @@ def test_held_metadata_lock_is_reported_and_the_file_left(
     )
     assert (track_dir / "metadata.json").read_text() == '{"mine": true}'
     assert lock.is_dir()
-    assert verdict_of(result)["verdict"] == "FAIL"  # the rest of the session end still ran
-    assert (bus(pytester) / "verdict.json").is_file()
+    verdict = verdict_of(result)
+    assert verdict["verdict"] == "FAIL"  # a metadata write that failed fails the run
+    assert "not written: metadata.json not updated: lock" in verdict["summary"]
+    assert json.loads((bus(pytester) / "verdict.json").read_text()) == verdict
 
 
 def test_unparsable_metadata_is_reported_and_left(passing: pytest.Pytester) -> None:
@@ -304,8 +306,57 @@ def test_unparsable_metadata_is_reported_and_left(passing: pytest.Pytester) -> N
     result = run(passing)
     result.stdout.fnmatch_lines(["conductor warning: metadata.json not updated: *not valid JSON*"])
     assert path.read_text(encoding="utf-8") == '{"loop_state": '
-    assert result.ret == 0
-    assert verdict_of(result)["verdict"] == "PASS"
+    # Every node passed, but the orchestrator's file says nothing of it: the run fails,
+    # after the verdict and PARALLEL_COMPLETE were written (they say FAIL in the end).
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    verdict = verdict_of(result)
+    assert verdict["verdict"] == "FAIL"
+    assert verdict["summary"].startswith("Track t: 5 of 5 nodes passed; not written: metadata")
+    assert json.loads((bus(passing) / "verdict.json").read_text()) == verdict
+    assert (bus(passing) / "events" / "PARALLEL_COMPLETE_t.event").read_text() == "FAIL"
+
+
+def test_an_event_that_cannot_be_written_fails_the_run(
+    pytester: pytest.Pytester, write_plan: PlanWriter
+) -> None:
+    # The node's own check puts a plain file where the events folder was.
+    breaker = (
+        "import pathlib, shutil; p = pathlib.Path('conductor/tracks/t/.message-bus/events'); "
+        "shutil.rmtree(p); p.write_text('not a folder')"
+    )
+    (pytester.path / "breaker.py").write_text(breaker)
+    write_plan(
+        """
+        dag:
+          nodes:
+            - id: "1.1"
+              acceptance: [{run: "python breaker.py"}]
+        """
+    )
+    result = run(pytester)
+    assert "Traceback" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["conductor warning: TASK_COMPLETE_1.1.event not written: *"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    verdict = verdict_of(result)
+    assert verdict["verdict"] == "FAIL"
+    assert "not written: TASK_COMPLETE_1.1.event not written" in verdict["summary"]
+    assert json.loads((bus(pytester) / "verdict.json").read_text()) == verdict
+    assert metadata(pytester)["loop_state"]["checkpoints"]["PARALLEL_EXECUTE"]["status"] == "FAILED"
+
+
+def test_deeply_nested_metadata_cannot_stop_the_verdict(passing: pytest.Pytester) -> None:
+    path = passing.path / "conductor" / "tracks" / "t" / "metadata.json"
+    text = '{"a": ' * 100_000 + "1" + "}" * 100_000
+    path.write_text(text, encoding="utf-8")
+    result = run(passing)
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines(
+        ["conductor warning: metadata.json not updated: *nested too deeply*"]
+    )
+    assert path.read_text(encoding="utf-8") == text
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert json.loads((bus(passing) / "verdict.json").read_text())["verdict"] == "FAIL"
+    assert (bus(passing) / "events" / "PARALLEL_COMPLETE_t.event").is_file()
 
 
 def test_verdict_json_and_last_line_agree(track: pytest.Pytester) -> None:
@@ -504,6 +555,46 @@ def test_files_changed_and_commit_sha_with_git(
     assert (bus(pytester) / "events" / "TASK_COMPLETE_1.1.event").read_text() == sha
 
 
+def test_files_changed_leaves_out_what_pytest_and_its_plugins_write(
+    pytester: pytest.Pytester, write_plan: PlanWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in GIT_ENV.items():
+        monkeypatch.setenv(key, value)
+    # What pytest-cov, pytest-html, pytest-json-report and the cache would leave behind,
+    # written by the node itself so they exist in the middle of the run.
+    writer = (
+        "import pathlib\n"
+        "for name in ['work.txt', '.coverage', '.coverage.host.1.2', 'cache/v/x']:\n"
+        "    path = pathlib.Path(name); path.parent.mkdir(parents=True, exist_ok=True)\n"
+        "    path.write_text('x')\n"
+    )
+    (pytester.path / "write.py").write_text(writer)
+    write_plan(
+        """
+        dag:
+          nodes:
+            - id: "1.1"
+              acceptance: [{run: "python write.py"}]
+        """
+    )
+    pytester.makeini("[pytest]\ncache_dir = cache\n")
+    (pytester.path / ".gitignore").write_text("__pycache__/\n")
+    for args in (("init", "-q"), ("add", "."), ("commit", "-qm", "start")):
+        subprocess.run(["git", *args], cwd=pytester.path, check=True, capture_output=True)
+    result = pytester.runpytest(
+        "-n", "0", "--conductor-track=t", "-p", "no:randomly", "--junitxml=out/report.xml"
+    )
+    assert result.ret == 0
+    assert verdict_of(result)["files_changed"] == 1  # work.txt only
+
+
+def test_runs_keeps_the_last_conductor_keep_runs(passing: pytest.Pytester) -> None:
+    for _ in range(3):
+        assert run(passing, "--conductor-keep-runs=1").ret == 0
+    assert len(list((bus(passing) / "runs").iterdir())) == 1
+    assert run(passing, "--conductor-keep-runs=-1").ret == pytest.ExitCode.USAGE_ERROR
+
+
 def test_files_changed_without_git_is_what_workers_reported(
     pytester: pytest.Pytester, write_plan: PlanWriter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -559,9 +650,11 @@ def test_ctrl_c_leaves_valid_interrupted_metadata(
     loop = data["loop_state"]
     assert loop["x"] == 1
     assert loop["current_step"] == "PARALLEL_EXECUTE"
-    assert loop["step_status"] == "INTERRUPTED"
-    assert loop["checkpoints"]["PARALLEL_EXECUTE"]["status"] == "INTERRUPTED"
+    assert loop["step_status"] == "NOT_STARTED"  # dispatch again, skipping completed_tasks
+    assert loop["checkpoints"]["PARALLEL_EXECUTE"]["status"] == "NOT_STARTED"
+    assert loop["parallel_state"]["interrupted_at"].endswith("Z")
     assert loop["parallel_state"]["completed_workers"] == 1
+    assert data["completed_tasks"] == ["1.1"]
     verdict = verdict_of(result)
     assert verdict["verdict"] == "FAIL"
     assert verdict["summary"].startswith("Track t: interrupted after 1 of 3 nodes passed")

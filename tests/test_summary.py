@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 from pytest_conductor.graph.blocking import NodeOutcome
 from pytest_conductor.report.summary import (
     RunFacts,
+    blocked_lines,
     blocking_chain,
     collect_only_lines,
     count_line,
@@ -131,3 +134,34 @@ def test_collect_only_lines_give_order_and_planned_critical_path() -> None:
         "critical path 1.3 -> 2.2 (2s planned)",
     ]
     assert collect_only_lines([], DEPS, weights) == ["no node selected"]
+
+
+def test_blocked_lines_are_linear_for_a_long_chain() -> None:
+    count = 5000
+    ids = [str(i) for i in range(count)]
+    deps = {t: ([ids[i - 1]] if i else []) for i, t in enumerate(ids)}
+    outcomes = {"0": NodeOutcome("failed")}
+    outcomes.update({t: NodeOutcome("blocked", root="0") for t in ids[1:]})
+    started = time.perf_counter()
+    lines = blocked_lines(ids[1:], deps, outcomes)
+    assert time.perf_counter() - started < 2.0
+    assert len(lines) == count - 1
+    assert lines[0] == "blocked: 1 <- 0 (failed)"
+    assert (
+        lines[-1]
+        == "blocked: 4999 <- 4998 <- 4997 <- 4996 <- 4995 <- … <- 0 (failed; a chain of 5000 nodes)"
+    )
+    assert sum(len(line) for line in lines) < 100 * count  # was ~107 MB for this plan
+
+
+def test_blocked_lines_show_a_short_chain_whole() -> None:
+    deps = {"1.2": [], "1.4": ["1.2"], "2.1": ["1.4"]}
+    outcomes = {
+        "1.2": NodeOutcome("failed"),
+        "1.4": NodeOutcome("blocked", root="1.2"),
+        "2.1": NodeOutcome("blocked", root="1.2"),
+    }
+    assert blocked_lines(["1.4", "2.1"], deps, outcomes) == [
+        "blocked: 1.4 <- 1.2 (failed)",
+        "blocked: 2.1 <- 1.4 <- 1.2 (failed)",
+    ]

@@ -62,3 +62,18 @@ def test_line_is_one_json_object_in_the_documented_key_order() -> None:
         "files_changed": 2,
     }
     assert line.startswith('{"verdict": "FAIL", "summary": ')
+
+
+def test_a_write_that_failed_fails_the_verdict_and_says_which() -> None:
+    verdict = decide(
+        ["1.1"],
+        {"1.1": "passed"},
+        track="t",
+        files_changed=0,
+        not_written=["metadata.json not updated: lock held for 30s", "verdict.json not written: x"],
+    )
+    assert verdict.verdict == "FAIL"
+    assert verdict.summary == (
+        "Track t: 1 of 1 node passed; not written: metadata.json not updated: "
+        "lock held for 30s and 1 more."
+    )

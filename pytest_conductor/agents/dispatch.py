@@ -171,6 +171,8 @@ class AgentJob:
     timeout: float = 1800.0
     heartbeat: float = 300.0
     parallel_group: str | None = None
+    #: The node's direct dependents (``CONDUCTOR_UNBLOCKS``, for ``TASK_COMPLETE.unblocks``).
+    unblocks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -246,7 +248,7 @@ class _Attempt:
                 proc = subprocess.Popen(
                     argv,
                     cwd=job.root,
-                    env=_environment(values),
+                    env=_environment(values, job.unblocks),
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
@@ -295,6 +297,11 @@ class _Attempt:
             if now >= next_read:
                 next_read = now + read_every
                 beat = self.last_heartbeat()
+                # Locks that ran out (or whose template-shaped holder ended) are released
+                # here too, so that a waiter gets its FILE_UNLOCK event without anyone
+                # having to ask for the lock first.
+                with contextlib.suppress(OSError, BusError, BusLockTimeout):
+                    self.bus.expire_locks()
                 if beat is not None:
                     last_beat = max(last_beat, beat)
                 if time.time() - last_beat > 2 * job.heartbeat:
@@ -393,7 +400,7 @@ def _release_locks(bus: MessageBus, worker_id: str) -> tuple[str, ...]:
         return ()
 
 
-def _environment(values: Mapping[str, str]) -> dict[str, str]:
+def _environment(values: Mapping[str, str], unblocks: Sequence[str] = ()) -> dict[str, str]:
     # The agent is not part of this pytest run: xdist and pytest markers would mislead a
     # pytest it runs itself; a CONDUCTOR_* from an enclosing run would point elsewhere.
     env = {
@@ -409,6 +416,8 @@ def _environment(values: Mapping[str, str]) -> dict[str, str]:
         CONDUCTOR_BUS=values["bus"],
         CONDUCTOR_PROMPT_FILE=values["prompt_file"],
         CONDUCTOR_ROOT=values["root"],
+        # Ids are plain words ([A-Za-z0-9._-]): one space between them is unambiguous.
+        CONDUCTOR_UNBLOCKS=" ".join(unblocks),
     )
     return env
 

@@ -16,11 +16,13 @@ from pytest_conductor.bus._model import (
     LockResult,
     normalize_lock_path,
 )
-from pytest_conductor.bus.core import ROTATED_NAMES, MessageBus
+from pytest_conductor.bus.core import ROTATED_NAMES, RUN_EVENT_KINDS, MessageBus
+from pytest_conductor.bus.locks import unlock_event_name
 
 __all__ = [
     "MESSAGE_TYPES",
     "ROTATED_NAMES",
+    "RUN_EVENT_KINDS",
     "WORKER_STATES",
     "BusError",
     "BusLockTimeout",
@@ -30,4 +32,5 @@ __all__ = [
     "MessageBus",
     "atomic_write",
     "normalize_lock_path",
+    "unlock_event_name",
 ]

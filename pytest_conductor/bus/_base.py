@@ -196,8 +196,8 @@ class BusBase:
         return self._clock().strftime("%Y%m%dT%H%M%S%fZ")
 
     def _load(
-        self, name: str, clean: Callable[[dict[str, Any]], tuple[dict[str, JSONDict], list[str]]]
-    ) -> dict[str, JSONDict]:
+        self, name: str, clean: Callable[[dict[str, Any]], tuple[dict[str, Any], list[str]]]
+    ) -> dict[str, Any]:
         """Read a JSON object file under its lock; repair it when damaged."""
         target = self.path / name
         try:
@@ -209,7 +209,7 @@ class BusBase:
         try:
             value = json.loads(raw)
         except ValueError as error:
-            data: dict[str, JSONDict] = {}
+            data: dict[str, Any] = {}
             problems = [f"not JSON ({error})"]
         else:
             if isinstance(value, dict):

@@ -13,7 +13,9 @@ from typing import Any
 from pytest_conductor.util.timestamps import parse_iso
 
 __all__ = [
+    "FINISHED_STATES",
     "MESSAGE_TYPES",
+    "STATE_ALIASES",
     "WORKER_STATES",
     "BusError",
     "BusWarning",
@@ -33,6 +35,11 @@ __all__ = [
 JSONDict = dict[str, Any]
 
 WORKER_STATES = ("RUNNING", "COMPLETED", "FAILED", "BLOCKED")
+#: Worker states that mean "this worker has ended", as readers meet them: the upstream
+#: worker template writes ``COMPLETE`` where we write ``COMPLETED``.
+FINISHED_STATES = frozenset({"COMPLETED", "COMPLETE", "FAILED"})
+#: Other spellings of a state, accepted when a state is set.
+STATE_ALIASES = {"COMPLETE": "COMPLETED"}
 
 _ID = re.compile(r"[A-Za-z0-9._-]+")
 _TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")

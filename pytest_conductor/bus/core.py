@@ -6,8 +6,9 @@ Layout (DESIGN section 6; orchestrators already read these names)::
     events/              <TYPE>_<id>.event marker files that orchestrators poll
     worker-status.json   {worker_id: {worker_id, task_id, status, started_at, ...}}
     locks.json           {path: {worker_id, task_id, acquired_at, expires_at}}
+                         (or {path: "worker-id"}, written by upstream worker templates)
     verdict.json, logs/  written by the report and the dispatcher
-    runs/<UTC stamp>/    earlier runs, moved aside by rotate(), never deleted
+    runs/<UTC stamp>/    earlier runs, moved aside by rotate() (the last N are kept)
     .<file>.lock         inter-process lock files, one per bus file
 
 Pure Python; no pytest import. Damaged data never stops a run: it is reported as a
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import shutil
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -47,10 +50,24 @@ from pytest_conductor.bus.locks import FileLocksPart
 from pytest_conductor.bus.workers import WorkerStatusPart
 from pytest_conductor.util.timestamps import format_iso
 
-__all__ = ["ROTATED_NAMES", "MessageBus"]
+__all__ = ["ROTATED_NAMES", "RUN_EVENT_KINDS", "MessageBus"]
 
-#: What belongs to one run and moves to ``runs/<stamp>/`` when the next run starts.
+#: What belongs to one run and moves to ``runs/<stamp>/`` when the next run starts
+#: (of ``events/``, only the event files of :data:`RUN_EVENT_KINDS`).
 ROTATED_NAMES = (QUEUE, EVENTS, WORKER_STATUS, LOCKS, VERDICT, LOGS, PROMPTS)
+#: The kinds of event file a run writes (the controller, the dispatcher, the agents).
+RUN_EVENT_KINDS = (
+    "TASK_COMPLETE",
+    "TASK_FAILED",
+    "TASK_BLOCKED",
+    "PARALLEL_COMPLETE",
+    "FILE_UNLOCK",
+)
+_ARCHIVE_NAME = re.compile(r"(\d{8}T\d{6}Z)(?:-(\d+))?")
+
+
+def _is_run_event(name: str) -> bool:
+    return name.endswith(".event") and any(name.startswith(f"{k}_") for k in RUN_EVENT_KINDS)
 
 
 class MessageBus(WorkerStatusPart, FileLocksPart):
@@ -77,11 +94,17 @@ class MessageBus(WorkerStatusPart, FileLocksPart):
                 if not (self.path / name).exists():
                     atomic_write(self.path / name, _EMPTY_JSON)
 
-    def rotate(self, now: datetime | None = None) -> Path | None:
+    def rotate(self, now: datetime | None = None, *, keep: int = 0) -> Path | None:
         """Move the previous run's files into ``runs/<UTC stamp>/``, then :meth:`init`.
 
-        Returns the archive folder, or None when there was nothing worth keeping (files
-        that are absent or empty stay where they are). Nothing is ever deleted.
+        Only what a run writes moves: the files of :data:`ROTATED_NAMES`, and of
+        ``events/`` only the kinds of :data:`RUN_EVENT_KINDS`; another tool's event files
+        (an orchestrator's ``PLAN_EVAL_COMPLETE_<track>.event``) and folders (``board/``)
+        stay where they are. Returns the archive folder, or None when there was nothing
+        worth keeping (files that are absent or empty stay where they are).
+
+        ``keep`` > 0 then removes the oldest archives beyond the last ``keep``; 0 keeps
+        them all.
         """
         if not self.path.is_dir():
             self.init()
@@ -93,14 +116,51 @@ class MessageBus(WorkerStatusPart, FileLocksPart):
             # a fixed order cannot deadlock, and nobody writes into a file mid-move.
             for name in sorted((QUEUE, EVENTS, WORKER_STATUS, LOCKS, VERDICT)):
                 stack.enter_context(self._locked(name))
-            movable = [name for name in ROTATED_NAMES if self._worth_keeping(name)]
+            movable = [
+                name for name in ROTATED_NAMES if name != EVENTS and self._worth_keeping(name)
+            ]
             movable += sorted(p.name for p in self.path.glob("*.corrupt-*"))
-            if movable:
+            events = self._run_events()
+            if movable or events:
                 archive = self._claim_archive(stamp)
                 for name in movable:
                     (self.path / name).replace(archive / name)
+                if events:
+                    (archive / EVENTS).mkdir()
+                    for event in events:
+                        event.replace(archive / EVENTS / event.name)
         self.init()
+        if keep > 0:
+            self.prune_runs(keep)
         return archive
+
+    def _run_events(self) -> list[Path]:
+        """The event files in ``events/`` of the kinds a run writes, sorted by name."""
+        if not self.events_dir.is_dir():
+            return []
+        return sorted(
+            (p for p in self.events_dir.iterdir() if _is_run_event(p.name) and p.is_file()),
+            key=lambda p: p.name,
+        )
+
+    def prune_runs(self, keep: int) -> list[Path]:
+        """Remove the archives in ``runs/`` older than the last ``keep``; returns them.
+
+        Only folders named as :meth:`rotate` names them are considered; anything else in
+        ``runs/`` is not ours and stays.
+        """
+        if keep <= 0 or not self.runs_dir.is_dir():
+            return []
+        archives = []
+        for entry in self.runs_dir.iterdir():
+            match = _ARCHIVE_NAME.fullmatch(entry.name)
+            if match and entry.is_dir() and not entry.is_symlink():
+                archives.append(((match.group(1), int(match.group(2) or 1)), entry))
+        archives.sort()
+        removed = [entry for _, entry in archives[: max(0, len(archives) - keep)]]
+        for entry in removed:
+            shutil.rmtree(entry, ignore_errors=True)
+        return removed
 
     def _worth_keeping(self, name: str) -> bool:
         target = self.path / name
@@ -234,16 +294,30 @@ class MessageBus(WorkerStatusPart, FileLocksPart):
         check_id(task_id, "task id")
         payload = {
             "task_id": task_id,
-            "commit_sha": commit_sha,
+            # Always text, whoever posts: "" when no commit is known.
+            "commit_sha": commit_sha or "",
             "files_modified": list(files_modified),
             "unblocks": list(unblocks),
         }
         return self._finish("TASK_COMPLETE", task_id, payload, commit_sha or "", worker_id)
 
-    def fail(self, task_id: str, error: str, *, worker_id: str | None = None) -> JSONDict:
-        """Post ``TASK_FAILED`` and write its event (content: the error)."""
+    def fail(
+        self,
+        task_id: str,
+        error: str,
+        *,
+        worker_id: str | None = None,
+        stack_trace: str | None = None,
+    ) -> JSONDict:
+        """Post ``TASK_FAILED`` and write its event (content: the error).
+
+        ``stack_trace`` (e.g. the last lines of the agent's log) is added to the payload
+        when there is one.
+        """
         check_id(task_id, "task id")
-        payload = {"task_id": task_id, "error": error}
+        payload: JSONDict = {"task_id": task_id, "error": error}
+        if stack_trace:
+            payload["stack_trace"] = stack_trace
         return self._finish("TASK_FAILED", task_id, payload, error, worker_id)
 
     def blocked(

@@ -6,7 +6,14 @@ from collections.abc import Callable
 from typing import Any
 
 from pytest_conductor.bus._base import WORKER_STATUS, BusBase
-from pytest_conductor.bus._model import WORKER_STATES, BusError, JSONDict, as_percent, check_id
+from pytest_conductor.bus._model import (
+    STATE_ALIASES,
+    WORKER_STATES,
+    BusError,
+    JSONDict,
+    as_percent,
+    check_id,
+)
 
 __all__ = ["WorkerStatusPart"]
 
@@ -65,7 +72,11 @@ class WorkerStatusPart(BusBase):
     def set_worker_status(
         self, worker_id: str, status: str, *, task_id: str | None = None
     ) -> JSONDict:
-        """Set RUNNING, COMPLETED, FAILED or BLOCKED; the end states stamp ``finished_at``."""
+        """Set RUNNING, COMPLETED, FAILED or BLOCKED; the end states stamp ``finished_at``.
+
+        ``COMPLETE`` (the upstream worker template's word) is taken as ``COMPLETED``.
+        """
+        status = STATE_ALIASES.get(status, status)
         if status not in WORKER_STATES:
             raise BusError(f"worker status {status!r} must be one of {', '.join(WORKER_STATES)}")
 

@@ -7,6 +7,7 @@ status; ``watch`` lives in :mod:`pytest_conductor.cli.watch`.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -78,17 +79,39 @@ def cmd_progress(ctx: Context) -> int:
 def cmd_complete(ctx: Context) -> int:
     task = ctx.task
     worker = ctx.option("worker", "CONDUCTOR_WORKER_ID")
-    ctx.bus().complete(
-        task, ctx.args.commit, ctx.args.files or (), ctx.args.unblocks or (), worker_id=worker
-    )
+    unblocks = ctx.args.unblocks
+    if unblocks is None:
+        unblocks = _direct_dependents(ctx, task)
+    ctx.bus().complete(task, ctx.args.commit, ctx.args.files or (), unblocks, worker_id=worker)
     print(f"TASK_COMPLETE {task}")
     return EXIT_OK
+
+
+def _direct_dependents(ctx: Context, task: str) -> list[str]:
+    """The nodes that depend on ``task`` directly (readers of ``TASK_COMPLETE.unblocks``
+    expect them): ``CONDUCTOR_UNBLOCKS`` from the dispatcher, else read from the track's
+    plan; none when neither is there."""
+    given = os.environ.get("CONDUCTOR_UNBLOCKS")
+    if given is not None:
+        return given.split()
+    track, root = ctx.option("track", "CONDUCTOR_TRACK"), ctx.root
+    if not track or root is None:
+        return []
+    # Imported here: the plan reader brings PyYAML, which every heartbeat would pay for.
+    from pytest_conductor.graph.algorithms import dependents
+    from pytest_conductor.plan.reader import PlanError, load_plan
+
+    try:
+        plan = load_plan(root / "conductor" / "tracks" / track / "plan.md")
+    except (PlanError, OSError, ValueError):
+        return []
+    return list(dependents(plan.deps).get(task, ()))
 
 
 def cmd_fail(ctx: Context) -> int:
     task = ctx.task
     worker = ctx.option("worker", "CONDUCTOR_WORKER_ID")
-    ctx.bus().fail(task, ctx.args.error, worker_id=worker)
+    ctx.bus().fail(task, ctx.args.error, worker_id=worker, stack_trace=ctx.args.stack_trace)
     print(f"TASK_FAILED {task}")
     return EXIT_OK
 
@@ -165,7 +188,7 @@ def cmd_locks(ctx: Context) -> int:
             i.worker_id,
             i.task_id or "-",
             "active" if i.active else "EXPIRED",
-            i.expires_at,
+            i.expires_at or "-",
             until(i.expires_at, now),
         ]
         for i in infos

@@ -147,7 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--commit", metavar="SHA", help="commit holding the work")
     p.add_argument("--files", nargs="*", action="extend", metavar="PATH", help="files modified")
-    p.add_argument("--unblocks", nargs="*", action="extend", metavar="ID", help="tasks unblocked")
+    p.add_argument(
+        "--unblocks",
+        nargs="*",
+        action="extend",
+        metavar="ID",
+        help="tasks unblocked (default: the task's direct dependents in the track's plan)",
+    )
 
     p = command(
         "fail",
@@ -156,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
         'conductor-bus fail --error "tests in tests/test_auth.py fail: 3 of 12"',
     )
     p.add_argument("--error", required=True, help="what went wrong, for the report")
+    p.add_argument(
+        "--stack-trace", dest="stack_trace", metavar="TEXT", help="a traceback or log tail"
+    )
 
     p = command(
         "blocked",

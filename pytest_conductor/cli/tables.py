@@ -43,7 +43,13 @@ def _age(timestamp: object, now: datetime) -> float | None:
 
 
 def until(timestamp: str, now: datetime) -> str:
-    """Time left before ``timestamp``, or how long ago it passed; ``?`` if unreadable."""
+    """Time left before ``timestamp``, or how long ago it passed; ``?`` if unreadable.
+
+    No timestamp at all is a lock in the worker template's shape, which lasts as long as
+    its worker does.
+    """
+    if not timestamp:
+        return "while its worker runs"
     try:
         left = (parse_iso(timestamp) - now).total_seconds()
     except ValueError:

@@ -72,10 +72,16 @@ class LiveEvents:
         self.unblocks = unblocks
         #: The error text of each failed node, as first reported.
         self.errors: dict[str, str] = {}
+        #: The last lines of each failed node's agent log (dispatch mode).
+        self.traces: dict[str, str] = {}
         self._emitted: set[tuple[str, str]] = set()
 
     def record_error(self, task: str, text: str) -> None:
         self.errors.setdefault(task, text)
+
+    def record_trace(self, task: str, text: str) -> None:
+        """``TASK_FAILED.stack_trace`` of ``task``: the end of its agent's log."""
+        self.traces[task] = text
 
     def pending(self, task: str, status: str) -> str | None:
         """The event ``status`` calls for, or None when there is none or it was posted."""
@@ -105,6 +111,6 @@ class LiveEvents:
                 unblocks=self.unblocks.get(task, ()),
             )
         elif kind == "TASK_FAILED":
-            self.bus.fail(task, self.errors.get(task, "failed"))
+            self.bus.fail(task, self.errors.get(task, "failed"), stack_trace=self.traces.get(task))
         else:
             self.bus.blocked(task, blocked_by, reason)

@@ -9,7 +9,9 @@ on an xdist worker: there, only :meth:`ReportPlugin.pytest_runtest_makereport` a
 JUnit properties to the reports that travel back to the controller.
 
 Nothing here may turn a finished run into a traceback: a file that cannot be written is
-reported in the ``conductor`` section of the terminal summary and the run goes on.
+reported in the ``conductor`` section of the terminal summary and the run goes on. A bus
+event or metadata.json write that failed fails the run (verdict FAIL saying why, exit
+status 1): an orchestrator reading those files would act on a wrong picture.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import contextlib
 import dataclasses
 import os
 import sys
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
+from pytest_conductor.agents.dispatch import TAIL_LINES, log_path, read_tail
 from pytest_conductor.bus import MessageBus
 from pytest_conductor.graph.algorithms import critical_path, dependents
 from pytest_conductor.plan.reader import Node
@@ -42,6 +46,7 @@ from pytest_conductor.report.metadata import (
     LOCK_NAME,
     METADATA_NAME,
     MetadataError,
+    MetadataLockTimeout,
     update_metadata,
 )
 from pytest_conductor.report.record import execution_record
@@ -56,6 +61,11 @@ __all__ = ["ReportPlugin"]
 
 # Set by the dispatcher (track/items.py) in dispatch mode, per attempt.
 _DISPATCHER_KEYS = ("worker_id", "attempts")
+#: Seconds between two metadata.json refreshes while nodes finish.
+METADATA_REFRESH = 2.0
+# How long the first metadata.json write of a run may wait for the orchestrator's lock;
+# later refreshes never wait (they try again on a later node).
+_START_LOCK_WAIT = 1.0
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -83,10 +93,18 @@ class ReportPlugin:
         self.graph_written: Path | None = None
         #: Controller: the files changed in each remote worker's copy, by (host, root).
         self.changes_elsewhere: dict[tuple[str, str], list[str]] = {}
+        self._changed_elsewhere: tuple[dict[str, object], ...] = ()
         self._running = False  # a controller session that runs nodes (not --collect-only)
         self._collect_only = False
         self._interrupted = False
         self._spans: dict[str, tuple[float, float]] = {}
+        #: Agent processes started per node that ran (verify-only: 1 per node).
+        self._spawned: dict[str, int] = {}
+        #: Event and metadata writes that failed: each fails the run.
+        self.not_written: list[str] = []
+        self._metadata_due = 0.0  # monotonic time of the next mid-run refresh
+        self._metadata_broken = False  # a mid-run write met a file it cannot merge into
+        self._extra_outputs: list[Path] = []
 
     # -- session start -------------------------------------------------------------------
 
@@ -107,8 +125,11 @@ class ReportPlugin:
         self.started_at = utc_now_iso()
         with self._guard("message bus not rotated"):
             # The last run's events move to runs/<stamp>/: this run's events are this run's.
-            self.bus.rotate()
+            self.bus.rotate(keep=self.state.settings.keep_runs)
+        self._extra_outputs = _pytest_outputs(config)
         self.snapshot = take_snapshot(self.state.settings.root, self._not_counted(config))
+        # An orchestrator polling metadata.json now sees a dispatcher at work.
+        self._refresh_metadata(wait=_START_LOCK_WAIT)
 
     # -- every process that runs nodes -----------------------------------------------------
 
@@ -179,14 +200,31 @@ class ReportPlugin:
             return
         if report.failed:
             self.events.record_error(task, error_text(report))
+            trace = self._agent_log_tail(task, report)
+            if trace:
+                self.events.record_trace(task, trace)
         outcome = self.state.outcomes.get(task)
-        self._emit(task, outcome.status if outcome is not None else report.outcome)
+        status = outcome.status if outcome is not None else report.outcome
+        if status in ("passed", "failed"):
+            self._spawned[task] = _attempts(report.user_properties)
+        self._emit(task, status)
+        self._refresh_metadata()
+
+    def _agent_log_tail(self, task: str, report: pytest.TestReport) -> str:
+        """The last lines of the node's last agent log (dispatch mode), else ""."""
+        node = self.nodes[task]
+        if node.worker is None and self.state.settings.worker is None:
+            return ""
+        attempt = _attempts(report.user_properties)
+        if attempt < 1:
+            return ""
+        return read_tail(log_path(self.state.settings.bus_dir, task, attempt), TAIL_LINES)
 
     def _emit(self, task: str, status: str) -> None:
         kind = self.events.pending(task, status)
         if kind is None:
             return
-        with self._guard(f"{kind}_{task}.event not written"):
+        with self._guard(f"{kind}_{task}.event not written", fails_run=True):
             sha = ""
             if kind == "TASK_COMPLETE" and self.snapshot is not None:
                 sha = head_sha(self.snapshot.toplevel) or ""
@@ -218,47 +256,114 @@ class ReportPlugin:
             return
         if not self._running:
             return
-        state = self.state
         interrupted = self._interrupted or exitstatus == pytest.ExitCode.INTERRUPTED
-        statuses = {t: o.status for t in state.selected if (o := state.outcomes.get(t))}
-        self.verdict = decide(
-            state.selected,
-            statuses,
-            track=str(state.settings.track),
-            files_changed=self._files_changed(config),
-            interrupted=interrupted,
-        )
-        if self.changes_elsewhere:
-            self.verdict = dataclasses.replace(
-                self.verdict, changed_elsewhere=self._elsewhere(config)
-            )
-        # metadata.json first, the PARALLEL_COMPLETE event last: an orchestrator that
-        # polls for the event then finds the metadata and the verdict already written.
-        with self._guard("metadata.json not updated"):
-            try:
-                update_metadata(
-                    state.settings.track_dir,
-                    execution_record(
-                        state.plan,
-                        state.selected,
-                        statuses,
-                        state.last_outcomes,
-                        self.events.errors,
-                        passed=self.verdict.passed,
-                        interrupted=interrupted,
-                        started_at=self.started_at,
-                    ),
-                    lock_timeout=self.metadata_lock_timeout,
-                )
-            except MetadataError as error:
-                self.warnings.append(str(error))
-        with self._guard("verdict.json not written"):
-            self.bus.write_json("verdict.json", self.verdict.as_dict())
-        with self._guard("PARALLEL_COMPLETE event not written"):
-            self.bus.parallel_complete(str(state.settings.track), self.verdict.passed)
+        statuses = self._statuses()
+        files_changed = self._files_changed(config)
+        # Filled by _files_changed: remote xdist workers' copies that hold changes.
+        self._changed_elsewhere = self._elsewhere(config) if self.changes_elsewhere else ()
+        # The verdict and PARALLEL_COMPLETE first: nothing that goes wrong later (a
+        # metadata.json nobody can read, a graph that cannot be written) may keep an
+        # orchestrator waiting for them.
+        self.verdict = self._decide(statuses, files_changed, interrupted)
+        before = len(self.not_written)
+        self._write_verdict()
+        if len(self.not_written) > before:
+            self._amend_verdict(statuses, files_changed, interrupted)
+        status = "PASSED" if self.verdict.passed else "FAILED"
+        if interrupted:
+            status = "INTERRUPTED"
+        before = len(self.not_written)
+        self._write_metadata(status, lock_timeout=self.metadata_lock_timeout)
+        if len(self.not_written) > before:
+            self._amend_verdict(statuses, files_changed, interrupted)
+        if self.not_written and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         self._write_graph(statuses)
         self._name_junit_testcases(config)
         self._write_markdown_summary()
+
+    def _statuses(self) -> dict[str, str]:
+        state = self.state
+        return {t: o.status for t in state.selected if (o := state.outcomes.get(t))}
+
+    def _decide(self, statuses: dict[str, str], files_changed: int, interrupted: bool) -> Verdict:
+        verdict = decide(
+            self.state.selected,
+            statuses,
+            track=str(self.state.settings.track),
+            files_changed=files_changed,
+            interrupted=interrupted,
+            not_written=self.not_written,
+        )
+        if self._changed_elsewhere:
+            verdict = dataclasses.replace(verdict, changed_elsewhere=self._changed_elsewhere)
+        return verdict
+
+    def _amend_verdict(
+        self, statuses: dict[str, str], files_changed: int, interrupted: bool
+    ) -> None:
+        """A write failed after the verdict was decided: say so in it. A PASS becomes a
+        FAIL, and PARALLEL_COMPLETE is posted again with it."""
+        assert self.verdict is not None
+        was_passed = self.verdict.passed
+        self.verdict = self._decide(statuses, files_changed, interrupted)
+        if was_passed:
+            self._write_verdict()
+        else:
+            with self._guard("verdict.json not written"):
+                self.bus.write_json("verdict.json", self.verdict.as_dict())
+
+    def _write_verdict(self) -> None:
+        assert self.verdict is not None
+        with self._guard("verdict.json not written", fails_run=True):
+            self.bus.write_json("verdict.json", self.verdict.as_dict())
+        with self._guard("PARALLEL_COMPLETE event not written", fails_run=True):
+            self.bus.parallel_complete(str(self.state.settings.track), self.verdict.passed)
+
+    # -- metadata.json ---------------------------------------------------------------------
+
+    def _refresh_metadata(self, *, wait: float = 0.0) -> None:
+        """The run's state so far into metadata.json, at most every few seconds.
+
+        Never blocks the scheduler: while the orchestrator holds its lock the refresh is
+        skipped and tried again as the next node finishes; the session end writes the
+        final state in any case.
+        """
+        now = time.monotonic()
+        if self._metadata_broken or now < self._metadata_due:
+            return
+        self._metadata_due = now + METADATA_REFRESH
+        try:
+            self._update_metadata("RUNNING", lock_timeout=wait)
+        except MetadataLockTimeout:
+            self._metadata_due = now  # held right now: the next node tries again
+        except MetadataError:
+            self._metadata_broken = True  # left as it is; the session end reports it
+
+    def _write_metadata(self, status: str, *, lock_timeout: float) -> None:
+        with self._guard("metadata.json not updated", fails_run=True):
+            try:
+                self._update_metadata(status, lock_timeout=lock_timeout)
+            except MetadataError as error:
+                self.warnings.append(str(error))
+                self.not_written.append(str(error))
+
+    def _update_metadata(self, status: str, *, lock_timeout: float) -> None:
+        state = self.state
+        update_metadata(
+            state.settings.track_dir,
+            execution_record(
+                state.plan,
+                state.selected,
+                self._statuses(),
+                state.last_outcomes,
+                self.events.errors,
+                status=status,
+                started_at=self.started_at,
+                spawned=sum(self._spawned.values()),
+            ),
+            lock_timeout=lock_timeout,
+        )
 
     def _not_counted(self, config: pytest.Config) -> list[Path]:
         """Paths whose changes are the plugin's or pytest's own output, not the work's."""
@@ -267,6 +372,8 @@ class ReportPlugin:
             settings.bus_dir,
             settings.track_dir / METADATA_NAME,
             settings.track_dir / LOCK_NAME,
+            *self._extra_outputs,
+            *_pytest_outputs(config),  # again: coverage's parallel files come and go
         ]
         if settings.graph is not None:
             paths.append(settings.graph)
@@ -469,18 +576,68 @@ class ReportPlugin:
     # -- helpers ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _guard(self, what: str) -> Iterator[None]:
+    def _guard(self, what: str, *, fails_run: bool = False) -> Iterator[None]:
         """Turn a failed write into a warning line of the summary, never a traceback.
 
-        The bus reports damage it worked around in ``bus.warnings`` (it is built with
-        ``warn=False``: under ``-W error`` a warning raised in a session hook would end
-        the run with a traceback); those go to the summary too.
+        With ``fails_run`` (bus events, verdict, metadata.json) the failure is also kept
+        in :attr:`not_written`, which fails the run. The bus reports damage it worked
+        around in ``bus.warnings`` (it is built with ``warn=False``: under ``-W error`` a
+        warning raised in a session hook would end the run with a traceback); those go
+        to the summary too.
         """
         seen = len(self.bus.warnings)
         try:
             yield
         # OSError includes BusLockTimeout (a TimeoutError); ValueError includes BusError.
-        except (OSError, ValueError, ET.ParseError) as error:
+        except (OSError, ValueError, ET.ParseError, RecursionError) as error:
             self.warnings.append(f"{what}: {error}")
+            if fails_run:
+                self.not_written.append(f"{what}: {error}")
         finally:
             self.warnings.extend(self.bus.warnings[seen:])
+
+
+def _attempts(properties: Sequence[tuple[str, object]]) -> int:
+    """The ``attempts`` JUnit property (agent processes started; 1 in verify-only)."""
+    for key, value in reversed(properties):
+        if key == "attempts":
+            try:
+                return int(str(value))
+            except ValueError:
+                return 0
+    return 1
+
+
+def _pytest_outputs(config: pytest.Config) -> list[Path]:
+    """Files pytest and its usual plugins write, which are no work of the agents:
+    ``--html``, ``--json-report``, ``--report-log``, coverage's data files and reports,
+    and the pytest cache folder."""
+    base = Path(config.invocation_params.dir)
+    found: list[Path] = []
+    for dest in ("htmlpath", "json_report_file", "reportlog", "xmlpath"):
+        value = getattr(config.option, dest, None)
+        if isinstance(value, str) and value:
+            found.append(base / value)
+    if getattr(config.option, "json_report", False) and not getattr(
+        config.option, "json_report_file", None
+    ):
+        found.append(base / ".report.json")
+    for report in getattr(config.option, "cov_report", None) or {}:
+        target = (getattr(config.option, "cov_report", {}) or {}).get(report)
+        if isinstance(target, str) and target:
+            found.append(base / target)
+    if getattr(config.option, "cov_source", None) is not None or getattr(
+        config.option, "cov_report", None
+    ):
+        found += [base / "coverage.xml", base / "htmlcov", base / "coverage.json"]
+    coverage_file = os.environ.get("COVERAGE_FILE", ".coverage")
+    data = base / coverage_file
+    found.append(data)
+    found += sorted(data.parent.glob(f"{data.name}.*"))
+    try:
+        cache_dir = config.getini("cache_dir")
+    except ValueError:  # -p no:cacheprovider: there is no cache
+        cache_dir = None
+    if isinstance(cache_dir, str) and cache_dir:
+        found.append(Path(config.rootpath) / os.path.expandvars(cache_dir))
+    return found

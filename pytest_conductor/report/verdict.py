@@ -1,9 +1,9 @@
 """The run's verdict: one JSON object, the last line of the output and ``verdict.json``.
 
 ``{"verdict": "PASS" | "FAIL", "summary": "<one sentence>", "files_changed": N}``.
-PASS iff at least one node ran and no node failed or was blocked, and the run was not
-interrupted. Orchestrators read the last output line, so the line must be one JSON
-object and nothing else.
+PASS iff at least one node ran and no node failed or was blocked, the run was not
+interrupted, and every bus event and metadata.json write succeeded. Orchestrators read
+the last output line, so the line must be one JSON object and nothing else.
 
 Pure Python: no pytest import.
 """
@@ -67,11 +67,14 @@ def decide(
     track: str,
     files_changed: int,
     interrupted: bool = False,
+    not_written: Sequence[str] = (),
 ) -> Verdict:
     """The verdict of a run of the ``selected`` nodes (plan order).
 
     ``statuses`` maps a node id to ``passed``, ``failed``, ``blocked`` or ``skipped``; a
     selected node without a status did not run (the run was interrupted or stopped).
+    ``not_written`` says which event or metadata writes failed (each one fails the run:
+    the orchestrator reading the files would act on a wrong picture).
     """
     by_status: dict[str, list[str]] = {}
     for task in selected:
@@ -100,5 +103,8 @@ def decide(
         summary = f"Track {track}: no node ran{details}."
     else:
         summary = f"Track {track}: {of}{details}."
-    ok = ran > 0 and not failed and not blocked and not interrupted
+    if not_written:
+        more = f" and {len(not_written) - 1} more" if len(not_written) > 1 else ""
+        summary = f"{summary[:-1]}; not written: {not_written[0].rstrip('.')}{more}."
+    ok = ran > 0 and not failed and not blocked and not interrupted and not not_written
     return Verdict(PASS if ok else FAIL, summary, files_changed)

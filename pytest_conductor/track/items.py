@@ -44,6 +44,7 @@ from pytest_conductor.agents.prompt import (
     render_prompt,
 )
 from pytest_conductor.bus import BusError, BusLockTimeout, MessageBus
+from pytest_conductor.graph.algorithms import dependents
 from pytest_conductor.plan.durations import format_duration
 from pytest_conductor.plan.marks import Mark
 from pytest_conductor.plan.reader import Node
@@ -309,6 +310,7 @@ class TaskItem(pytest.Item):
             timeout=timeout,
             heartbeat=settings.heartbeat,
             parallel_group=group,
+            unblocks=dependents(state.plan.deps).get(task.id, ()),
         )
 
     def _check(self, criterion: Any, context: CheckContext) -> CheckResult:
