@@ -62,17 +62,6 @@ class ConductorState:
 
         return not self.dispatches(task_id) and not machine_checkable(self.criteria[task_id])
 
-    def completed_tasks(self) -> list[str]:
-        """Task ids done, in plan order: passed in this run, or (not run in this run)
-        marked done ``[x]`` in plan.md. The orchestrator's ``completed_tasks``."""
-        done = []
-        for node in self.plan.nodes:
-            outcome = self.outcomes.get(node.id)
-            marked = node.mark is not None and node.mark.state == "x"
-            if (outcome is not None and outcome.status == "passed") or (outcome is None and marked):
-                done.append(node.id)
-        return done
-
     def record(self, task_id: str, when: str, status: str, duration: float) -> None:
         """Fold one test report into the node's outcome (controller side)."""
         current = self.outcomes.get(task_id)

@@ -347,21 +347,10 @@ def test_a_node_without_criteria_gets_the_check_its_files_imply(
 
 
 def test_completed_tasks_are_those_passed_now_or_marked_done_and_not_run() -> None:
-    from pytest_conductor.graph.blocking import NodeOutcome
     from pytest_conductor.plan.checklist import parse_checklist
-    from pytest_conductor.settings import Settings
-    from pytest_conductor.state import ConductorState
+    from pytest_conductor.report.record import done_tasks
 
     plan = parse_checklist("- [x] Task: a\n- [x] Task: b\n- [ ] Task: c\n- [ ] Task: d\n")
-    state = ConductorState(
-        settings=Settings(
-            track="t", root=Path(), max_workers=5, strict_prose=False, command_timeout=1
-        ),
-        plan=plan,
-        criteria={t: [] for t in plan.ids},
-        weights={},
-        resources={},
-        last_outcomes={},
-    )
-    state.outcomes = {"2": NodeOutcome("failed"), "3": NodeOutcome("passed")}
-    assert state.completed_tasks() == ["1", "3"]
+    statuses = {"2": "failed", "3": "passed"}
+    assert done_tasks(plan, ["2", "3"], statuses, {}) == ["1", "3"]
+    assert done_tasks(plan, ["2", "3"], statuses, {"4": "passed"}) == ["1", "3", "4"]

@@ -26,15 +26,21 @@ def done_tasks(
     statuses: Mapping[str, str],
     last_outcomes: Mapping[str, str],
 ) -> list[str]:
-    """The nodes known to be done, plan order: passed in this run, or left out of it
-    (``-k``, ``--lf``) with a last recorded outcome that passed (the rule that lets their
-    dependents run)."""
+    """The nodes known to be done, plan order: passed in this run, or not run in it
+    while plan.md marks it done ``[x]``, or left out of it (``-k``, ``--lf``) with a
+    last recorded outcome that passed (the rule that lets their dependents run)."""
     chosen = set(selected)  # membership only
-    return [
-        t
-        for t in plan.ids
-        if statuses.get(t) == "passed" or (t not in chosen and last_outcomes.get(t) == "passed")
-    ]
+    done = []
+    for node in plan.nodes:
+        status = statuses.get(node.id)
+        if status is None:
+            marked = node.mark is not None and node.mark.state == "x"
+            passed_before = node.id not in chosen and last_outcomes.get(node.id) == "passed"
+            if marked or passed_before:
+                done.append(node.id)
+        elif status == "passed":
+            done.append(node.id)
+    return done
 
 
 def execution_record(
