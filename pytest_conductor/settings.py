@@ -11,7 +11,7 @@ import pytest
 from pytest_conductor.plan.durations import parse_duration
 from pytest_conductor.util.nested import NESTED_ENV
 
-__all__ = ["OPTIONS", "Option", "Settings", "add_options", "resolve_settings"]
+__all__ = ["ISOLATION_MODES", "OPTIONS", "Option", "Settings", "add_options", "resolve_settings"]
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,28 @@ OPTIONS: tuple[Option, ...] = (
         default="5m",
         metavar="DURATION",
     ),
+    Option(
+        "--conductor-isolation",
+        "conductor_isolation",
+        "where dispatched agents work: none (all in the project's work tree) or worktree "
+        "(each node in its own git worktree and branch, merged into conductor/<track>) "
+        "(default: none)",
+        ini="conductor_isolation",
+        default="none",
+        metavar="MODE",
+    ),
+    Option(
+        "--conductor-strict-scope",
+        "conductor_strict_scope",
+        "fail nodes whose changes touch paths outside their declared files (default: report them)",
+        ini="conductor_strict_scope",
+        default="false",
+        is_flag=True,
+    ),
 )
+
+#: Values of --conductor-isolation.
+ISOLATION_MODES = ("none", "worktree")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -133,6 +154,8 @@ class Settings:
     retries: int = 0
     graph: Path | None = None
     metadata_lock_timeout: float = 30.0
+    isolation: str = "none"  # one of ISOLATION_MODES
+    strict_scope: bool = False
 
     @property
     def active(self) -> bool:
@@ -207,10 +230,12 @@ def resolve_settings(config: pytest.Config) -> Settings:
 
     max_workers = _whole_number(config, "conductor_max_workers", minimum=1)
 
-    strict_raw, where = _raw(config, _by_dest("conductor_strict_prose"))
-    strict = str(strict_raw).strip().lower()
-    if strict not in _TRUE | _FALSE:
-        raise _usage(where, str(strict_raw), "expected true or false")
+    strict = _flag(config, "conductor_strict_prose")
+    strict_scope = _flag(config, "conductor_strict_scope")
+    isolation_raw, where = _raw(config, _by_dest("conductor_isolation"))
+    isolation = str(isolation_raw).strip().lower()
+    if isolation not in ISOLATION_MODES:
+        raise _usage(where, str(isolation_raw), "expected " + " or ".join(ISOLATION_MODES))
 
     command_timeout = _duration(config, "conductor_command_timeout")
 
@@ -236,7 +261,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
         track=track,
         root=root,
         max_workers=max_workers,
-        strict_prose=strict in _TRUE,
+        strict_prose=strict,
         command_timeout=command_timeout,
         worker=worker.strip() if worker and worker.strip() else None,
         timeout=timeout,
@@ -244,7 +269,17 @@ def resolve_settings(config: pytest.Config) -> Settings:
         retries=retries,
         graph=graph,
         metadata_lock_timeout=metadata_lock_timeout,
+        isolation=isolation,
+        strict_scope=strict_scope,
     )
+
+
+def _flag(config: pytest.Config, dest: str) -> bool:
+    raw, where = _raw(config, _by_dest(dest))
+    value = str(raw).strip().lower()
+    if value not in _TRUE | _FALSE:
+        raise _usage(where, str(raw), "expected true or false")
+    return value in _TRUE
 
 
 def _duration(config: pytest.Config, dest: str) -> float:
