@@ -7,6 +7,12 @@ from pathlib import Path
 
 import pytest
 
+# Imported here so that pytester's in-process runs never unload it: they restore
+# sys.modules after each run, and a PyYAML imported again afterwards no longer matches the
+# node classes its C extension (loaded once per process) builds, so the plan reader then
+# finds "no DAG block" in any later in-process run of the same test process.
+import yaml  # noqa: F401
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 PlanWriter = Callable[..., Path]

@@ -24,6 +24,8 @@ import pytest
 
 from pytest_conductor.bus import MessageBus
 from pytest_conductor.graph.algorithms import critical_path, dependents
+from pytest_conductor.isolation.git import GitError
+from pytest_conductor.isolation.worktrees import IsolationError, TrackRepo
 from pytest_conductor.plan.reader import Node
 from pytest_conductor.report.changes import (
     TreeSnapshot,
@@ -80,6 +82,7 @@ class ReportPlugin:
         self._collect_only = False
         self._interrupted = False
         self._spans: dict[str, tuple[float, float]] = {}
+        self._merge_shas: dict[str, str] = {}
 
     # -- session start -------------------------------------------------------------------
 
@@ -167,6 +170,9 @@ class ReportPlugin:
             return
         if report.failed:
             self.events.record_error(task, error_text(report))
+        merged = dict(report.user_properties).get("merge_sha")
+        if isinstance(merged, str) and merged:
+            self._merge_shas[task] = merged[:7]
         outcome = self.state.outcomes.get(task)
         self._emit(task, outcome.status if outcome is not None else report.outcome)
 
@@ -176,7 +182,9 @@ class ReportPlugin:
             return
         with self._guard(f"{kind}_{task}.event not written"):
             sha = ""
-            if kind == "TASK_COMPLETE" and self.snapshot is not None:
+            if kind == "TASK_COMPLETE" and task in self._merge_shas:
+                sha = self._merge_shas[task]  # worktree isolation: the node's merge commit
+            elif kind == "TASK_COMPLETE" and self.snapshot is not None:
                 sha = head_sha(self.snapshot.toplevel) or ""
             outcome = self.state.outcomes.get(task)
             self.events.emit(
@@ -205,12 +213,14 @@ class ReportPlugin:
         state = self.state
         interrupted = self._interrupted or exitstatus == pytest.ExitCode.INTERRUPTED
         statuses = {t: o.status for t in state.selected if (o := state.outcomes.get(t))}
+        branch = self._track_branch()
         self.verdict = decide(
             state.selected,
             statuses,
             track=str(state.settings.track),
-            files_changed=self._files_changed(config),
+            files_changed=(len(branch[1]) if branch is not None else self._files_changed(config)),
             interrupted=interrupted,
+            branch=branch[0] if branch is not None else None,
         )
         # metadata.json first, the PARALLEL_COMPLETE event last: an orchestrator that
         # polls for the event then finds the metadata and the verdict already written.
@@ -253,6 +263,22 @@ class ReportPlugin:
         if xml is not None:
             paths.append(xml)
         return paths
+
+    def _track_branch(self) -> tuple[str, list[str]] | None:
+        """Under worktree isolation: the track branch and its head (``conductor/t at
+        1a2b3c4``) and the files it changes against its base; None otherwise."""
+        settings = self.state.settings
+        if settings.isolation != "worktree":
+            return None
+        with self._guard("track branch not read"):
+            try:
+                repo = TrackRepo.find(settings.root, str(settings.track))
+                files = repo.changed_files()
+            except (IsolationError, GitError) as error:
+                raise OSError(str(error)) from None
+            if files is not None:
+                return repo.describe_head(), files
+        return None
 
     def _files_changed(self, config: pytest.Config) -> int:
         if self.snapshot is not None:

@@ -61,10 +61,12 @@ def decide(
     track: str,
     files_changed: int,
     interrupted: bool = False,
+    branch: str | None = None,
 ) -> Verdict:
     """The verdict of a run of the ``selected`` nodes (plan order).
 
-    ``statuses`` maps a node id to ``passed``, ``failed``, ``blocked`` or ``skipped``; a
+    ``branch`` (``conductor/<track> at <sha>``) names where the work is, in worktree
+    isolation. ``statuses`` maps a node id to ``passed``, ``failed``, ``blocked`` or ``skipped``; a
     selected node without a status did not run (the run was interrupted or stopped).
     """
     by_status: dict[str, list[str]] = {}
@@ -84,6 +86,8 @@ def decide(
     if not_run:
         parts.append(f"{len(not_run)} not run ({_ids(not_run)})")
     details = f"; {', '.join(parts)}" if parts else ""
+    if branch is not None:
+        details += f"; the work is on {branch}"
 
     of = f"{len(passed)} of {_plural(len(selected), 'node')} passed"
     if not selected:
