@@ -365,9 +365,11 @@ dag:
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_a_merge_leaves_git_consistent(tmp_path: Path) -> None:
-    """SIGINT while git merges into the track branch: git finishes, the scratch worktree
-    goes, no index.lock stays, and the next run completes the track."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_during_a_merge_leaves_git_consistent(tmp_path: Path, sig: signal.Signals) -> None:
+    """Ctrl-C (SIGINT to the process group) or SIGTERM (to pytest) while git merges into
+    the track branch: git finishes, the scratch worktree goes, no index.lock stays, and
+    the next run completes the track."""
     make_repo(tmp_path, SLOW_MERGE)
     (tmp_path / "merge.txt").write_text("1\n2\n3\n4\n5\n")
     marker = tmp_path / "merging"
@@ -387,7 +389,10 @@ def test_ctrl_c_during_a_merge_leaves_git_consistent(tmp_path: Path) -> None:
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert marker.exists(), "the merge driver never ran"
-    os.killpg(proc.pid, signal.SIGINT)
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)  # as the terminal does
+    else:
+        os.kill(proc.pid, sig)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, out.decode()
     git_dir = tmp_path / ".git"

@@ -36,7 +36,13 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from pytest_conductor.isolation.git import GitError, git, git_ok, run_git
+from pytest_conductor.isolation.git import (
+    GitError,
+    git,
+    git_ok,
+    run_git,
+    termination_as_interrupt,
+)
 from pytest_conductor.isolation.scope import IGNORED_PARTS
 from pytest_conductor.util.atomic import atomic_write
 
@@ -320,7 +326,7 @@ class TrackRepo:
         Raises MergeConflict (the merge undone, the track branch as it was) naming the
         conflicting paths.
         """
-        with self.locked():
+        with termination_as_interrupt(), self.locked():
             state, _ = self._ensure_track()
             tmp = self.folder / f"{_MERGE_PREFIX}{os.getpid()}"
             if tmp.exists() or tmp.resolve() in self._registered():
