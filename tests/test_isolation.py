@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -402,3 +404,29 @@ def test_ctrl_c_during_a_merge_leaves_git_consistent(tmp_path: Path, sig: signal
     again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, check=False)
     assert again.returncode == 0, again.stdout
     assert git(tmp_path, "show", "conductor/t:merge.txt") == "left\n2\n3\n4\nright"
+
+
+@pytest.mark.slow
+def test_the_worktree_example(pytester: pytest.Pytester, example: Callable[[str], Path]) -> None:
+    """examples/worktree as its README runs it: copied into a repository of its own."""
+    repo = example("worktree")
+    shutil.copy(AGENT, repo / "scripted_agent.py")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "dev@example.com")  # the agent of 2.1 commits
+    git(repo, "config", "user.name", "Dev")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "plan")
+    worker = f"--conductor-worker={shlex.quote(sys.executable)} scripted_agent.py {{prompt_file}}"
+    result = pytester.runpytest("--conductor-track=worktree", worker)
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "track branch: conductor/worktree at *",
+            "scope: node 2.2 changed files outside its declared files: README.md",
+        ]
+    )
+    assert registered_worktrees(repo) == [str(repo)]
+    assert "app/together.py" in git(repo, "ls-tree", "-r", "--name-only", "conductor/worktree")
+    again = pytester.runpytest("--conductor-track=worktree", worker)
+    assert again.ret == 0
+    again.stdout.fnmatch_lines(["*not dispatched again: 1.1, 2.1, 2.2, 3.1"])

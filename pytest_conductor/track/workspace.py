@@ -243,7 +243,7 @@ class IsolationPlugin:
         if stale:
             self.found.append("removed the scratch worktree of a merge an interrupted run left")
         if reused:
-            merged = ", ".join(state.merged) or "none"
+            merged = ", ".join(t for t in self.state.plan.ids if t in state.merged) or "none"
             self.found.append(
                 f"reusing {self.repo.describe_head()} (base {state.base[:7]}); "
                 f"nodes merged by earlier runs, not dispatched again: {merged}"
