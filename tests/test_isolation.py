@@ -315,6 +315,36 @@ def test_the_scope_check_without_worktrees(pytester: pytest.Pytester) -> None:
     result.stdout.no_fnmatch_line("*track branch*")
 
 
+SHARED_TREE = """
+dag:
+  nodes:
+    - id: "x"
+      name: "X"
+      files: ["x.py"]
+      script: {sleep: 1.5, write: {x.py: "X = 1\\n", stray.txt: "x\\n"}, complete: false}
+    - id: "y"
+      name: "Y"
+      files: ["y.py"]
+      script: {sleep: 1.5, write: {y.py: "Y = 1\\n"}}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_without_worktrees_unreported_changes_count_only_when_the_agent_ran_alone(
+    pytester: pytest.Pytester, workers: str
+) -> None:
+    make_repo(pytester.path, SHARED_TREE)
+    result = pytester.runpytest("--conductor-track=t", WORKER, "-n", workers)
+    assert result.ret == 0, result.stdout.str()
+    # Never y: stray.txt appeared while y's agent ran, but y did not write it.
+    result.stdout.no_fnmatch_line("scope: node y*")
+    if workers == "0":  # x ran alone: the tree's changes are its own
+        result.stdout.fnmatch_lines(["scope: node x changed files outside * stray.txt"])
+    else:  # x and y ran at once: only what x reported counts, and it reported nothing
+        result.stdout.no_fnmatch_line("scope: node x*")
+
+
 CRASH = DIAMOND.replace(
     'script: {sleep: 0.5, write: {src/b.py: "B = 2\\n"}}',
     'script: {write: {src/b.py: "B = 2\\n"}, kill_self: SIGKILL}',

@@ -16,12 +16,14 @@ and the scope violations.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from pytest_conductor.agents.dispatch import agent_registry
 from pytest_conductor.bus import BusError, BusLockTimeout, MessageBus
 from pytest_conductor.isolation.git import GitError
 from pytest_conductor.isolation.scope import out_of_scope
@@ -35,6 +37,7 @@ from pytest_conductor.report.changes import TreeSnapshot, changed_files, take_sn
 from pytest_conductor.report.junit import set_properties
 from pytest_conductor.report.metadata import LOCK_NAME, METADATA_NAME
 from pytest_conductor.state import ConductorState
+from pytest_conductor.util.timestamps import parse_iso
 
 if TYPE_CHECKING:
     from pytest_conductor.plan.reader import Node
@@ -76,6 +79,8 @@ class NodeWorkspace:
         self.snapshot: TreeSnapshot | None = None
         self.lines: list[str] = []  # for the node's report section
         self.outside: list[str] = []
+        self.started = 0.0
+        self.shared = False
 
     @property
     def root(self) -> Path:
@@ -94,7 +99,12 @@ class NodeWorkspace:
     def before_attempt(self, attempt: int) -> None:
         settings = self.state.settings
         if self.repo is None:
-            self.snapshot = take_snapshot(settings.root, self._not_work())
+            if self.node.files:  # a node that declares nothing is not checked
+                self.started = time.time()
+                # Agents already running share the tree with this one: what changes in
+                # it meanwhile may be theirs.
+                self.shared = bool(agent_registry(settings.bus_dir).records())
+                self.snapshot = take_snapshot(settings.root, self._not_work())
             return
         try:
             self.worktree = self.repo.prepare(
@@ -184,19 +194,32 @@ class NodeWorkspace:
 
     def _touched_in_place(self, worker_id: str) -> list[str]:
         """Without worktrees: what the agent said it changed, plus what changed in the
-        work tree while it ran, less what other nodes declare (their agents may have
-        run at the same time in the same tree: their files are not this node's doing)."""
+        work tree while it ran when no other agent ran meanwhile (in one shared tree,
+        another agent's changes cannot be told from this one's)."""
         reported = _reported_by(self.bus, worker_id, self.node.id)
         changed: list[str] = []
-        if self.snapshot is not None:
+        if self.snapshot is not None and not self.shared and not self._others_dispatched():
             top = self.snapshot.toplevel
             root = self.state.settings.root
             for rel in changed_files(self.snapshot, self._not_work()):
                 with contextlib.suppress(ValueError):
                     changed.append((top / rel).relative_to(root).as_posix())
-        others = [f for n in self.state.plan.nodes if n.id != self.node.id for f in n.files]
-        foreign = set(out_of_scope(changed, self.node.files)) - set(out_of_scope(changed, others))
-        return sorted(set(reported) | (set(changed) - foreign))
+        return sorted(set(reported) | set(changed))
+
+    def _others_dispatched(self) -> bool:
+        """Whether another node's agent was dispatched since this one started."""
+        with contextlib.suppress(OSError, BusError, BusLockTimeout):
+            for message in self.bus.messages():
+                payload = message.get("payload")
+                if message.get("type") != "WORKER_DISPATCHED" or not isinstance(payload, Mapping):
+                    continue
+                moment = message.get("timestamp")
+                if payload.get("task_id") != self.node.id and isinstance(moment, str):
+                    with contextlib.suppress(ValueError):
+                        if parse_iso(moment).timestamp() >= self.started:
+                            return True
+            return False
+        return True  # unreadable: assume the worst, count only what the agent reported
 
 
 def _reported_by(bus: MessageBus, worker_id: str, task_id: str) -> list[str]:
