@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pytest_conductor.plan.durations import parse_duration
 from pytest_conductor.util.nested import NESTED_ENV
+
+if TYPE_CHECKING:  # kept out of the import path of a run without --conductor-track
+    from pytest_conductor.plan.reader import Node
 
 __all__ = ["ISOLATION_MODES", "OPTIONS", "Option", "Settings", "add_options", "resolve_settings"]
 
@@ -160,6 +165,12 @@ class Settings:
     @property
     def active(self) -> bool:
         return self.track is not None
+
+    def uses_worktrees(self, nodes: Iterable[Node]) -> bool:
+        """Worktree isolation is asked for and some node is dispatched to an agent."""
+        return self.isolation == "worktree" and (
+            self.worker is not None or any(n.worker for n in nodes)
+        )
 
     @property
     def track_dir(self) -> Path:

@@ -186,6 +186,14 @@ def test_worktrees_outside_git_are_a_usage_error(pytester: pytest.Pytester) -> N
     )
 
 
+def test_a_verify_only_run_makes_no_branch(pytester: pytest.Pytester) -> None:
+    make_repo(pytester.path, 'dag: {nodes: [{id: "a", acceptance: [{exists: "conductor"}]}]}')
+    result = pytester.runpytest("--conductor-track=t", WORKTREE, "-n", "0")
+    assert result.ret == 0
+    result.stdout.no_fnmatch_line("*track branch*")
+    assert git(pytester.path, "branch", "--list", "conductor/*") == ""
+
+
 @pytest.mark.slow
 def test_a_diamond_ends_on_the_track_branch(pytester: pytest.Pytester) -> None:
     repo = pytester.path

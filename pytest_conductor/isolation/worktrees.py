@@ -328,9 +328,11 @@ class TrackRepo:
         """
         with termination_as_interrupt(), self.locked():
             state, _ = self._ensure_track()
+            # Under the lock, any scratch worktree is one a dead process left (an xdist
+            # worker killed mid-merge): it still holds the branch, so it goes first.
+            for stale in self.folder.glob(f"{_MERGE_PREFIX}*"):
+                self._remove(stale)
             tmp = self.folder / f"{_MERGE_PREFIX}{os.getpid()}"
-            if tmp.exists() or tmp.resolve() in self._registered():
-                self._remove(tmp)
             git(self.toplevel, "worktree", "add", "--quiet", str(tmp), self.branch)
             try:
                 self._merge(

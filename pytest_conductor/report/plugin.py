@@ -268,7 +268,7 @@ class ReportPlugin:
         """Under worktree isolation: the track branch and its head (``conductor/t at
         1a2b3c4``) and the files it changes against its base; None otherwise."""
         settings = self.state.settings
-        if settings.isolation != "worktree":
+        if not settings.uses_worktrees(self.state.plan.nodes):
             return None
         with self._guard("track branch not read"):
             try:

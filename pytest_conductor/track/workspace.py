@@ -53,12 +53,13 @@ class WorkspaceFailed(Exception):
 
 
 def open_repo(state: ConductorState) -> TrackRepo | None:
-    """The track's repository under ``--conductor-isolation=worktree``, else None.
+    """The track's repository under ``--conductor-isolation=worktree`` when any node is
+    dispatched to an agent, else None (a verify-only run checks the user's checkout).
 
     Raises pytest.UsageError when worktrees are asked for where there is no git.
     """
     settings = state.settings
-    if settings.isolation != "worktree":
+    if not settings.uses_worktrees(state.plan.nodes):
         return None
     try:
         return TrackRepo.find(settings.root, str(settings.track))
