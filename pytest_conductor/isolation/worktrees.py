@@ -69,7 +69,16 @@ _IDENTITY = {
 }
 # Hooks and signing are the author's tools for their own commits, not for these: a
 # pre-commit hook that fails or a key that asks for a passphrase would hang the run.
-_COMMIT_CONFIG = ("-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null")
+# No automatic gc either: it can go on in the background after git returns, holding
+# locks while the next merge starts.
+_COMMIT_CONFIG = (
+    "-c",
+    "commit.gpgsign=false",
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "gc.auto=0",
+)
 
 
 class IsolationError(RuntimeError):
