@@ -235,6 +235,10 @@ def test_a_diamond_ends_on_the_track_branch(pytester: pytest.Pytester) -> None:
     assert "auto_commit" in props["b"] and "auto_commit" not in props["c"]
     log = git(repo, "log", "--format=%s", "conductor/t--b")
     assert "conductor: work the agent of node b (Left) left uncommitted" in log
+    prompt = (repo / "conductor/tracks/t/.message-bus/prompts/d-1.md").read_text()
+    assert "on the branch `conductor/t--d`" in prompt
+    assert "with the work of its dependencies (b, c) merged in" in prompt
+    assert f"- project root: `{repo / '.conductor/worktrees/t/d'}`" in prompt
     queue = repo / "conductor/tracks/t/.message-bus/queue.jsonl"
     scope = [
         m for m in map(json.loads, queue.read_text().splitlines()) if m["type"] == "SCOPE_VIOLATION"

@@ -181,7 +181,7 @@ class TaskItem(pytest.Item):
             )
             workspace.before_attempt(attempt)
             result = run_agent(
-                self._job(template, worker_id, attempt, attempts, previous, root=workspace.root),
+                self._job(template, worker_id, attempt, attempts, previous, workspace=workspace),
                 on_wait=agents_waiter(self.config),
             )
             workspace.after_agent(worker_id, attempt)
@@ -224,13 +224,14 @@ class TaskItem(pytest.Item):
         attempts: int,
         previous: PreviousFailure | None,
         *,
-        root: Path,
+        workspace: NodeWorkspace,
     ) -> AgentJob:
         state = self.state
         settings = state.settings
         task = self.task
         group = next((g.id for g in state.plan.groups if task.id in g.tasks), None)
         timeout = task.timeout or settings.timeout
+        root = workspace.root
         prompt = render_prompt(
             PromptInput(
                 track=str(settings.track),
@@ -250,6 +251,7 @@ class TaskItem(pytest.Item):
                 heartbeat=settings.heartbeat,
                 timeout=timeout,
                 bus_command=bus_cli(),
+                workspace=workspace.prompt_note(),
             )
         )
         return AgentJob(

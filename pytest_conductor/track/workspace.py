@@ -88,6 +88,21 @@ class NodeWorkspace:
         """Where the agent runs and the criteria are checked."""
         return self.worktree.root if self.worktree is not None else self.state.settings.root
 
+    def prompt_note(self) -> str | None:
+        """What the agent's prompt says about its worktree (None without one)."""
+        if self.worktree is None or self.repo is None:
+            return None
+        deps = ", ".join(self.node.depends_on)
+        start = f"with the work of its dependencies ({deps}) merged in" if deps else "as it is"
+        return (
+            f"You work in a git worktree of your own, on the branch `{self.worktree.branch}`, "
+            f"made from the track's base commit {start}. Commit your work on this branch; "
+            "whatever you leave uncommitted is committed for you when you exit. Do not switch "
+            "branches, rebase or push. Once the acceptance criteria hold, the branch is "
+            f"merged into `{self.repo.branch}`; changes outside the files named above are "
+            "reported."
+        )
+
     def already_merged(self) -> str | None:
         """The merge commit of a node an earlier run merged into the track branch."""
         if self.repo is None:
