@@ -172,6 +172,23 @@ def test_prepare_commit_integrate_and_a_conflict(tmp_path: Path) -> None:
     assert git(tmp_path, "status", "--porcelain") == ""  # .conductor/ is ignored
 
 
+def test_a_fresh_start_sets_the_earlier_work_aside_uncommitted_work_included(
+    tmp_path: Path,
+) -> None:
+    make_repo(tmp_path, 'dag: {nodes: [{id: "x"}]}')
+    repo = TrackRepo.find(tmp_path, "t")
+    first = repo.prepare("n", [], fresh=True)
+    (first.root / "half.txt").write_text("half done\n")  # never committed: Ctrl-C
+    again = repo.prepare("n", [], fresh=True)
+    assert not (again.root / "half.txt").exists()
+    (kept,) = git(
+        tmp_path, "branch", "--list", "--format=%(refname:short)", "conductor/t--n--*"
+    ).splitlines()
+    assert kept.startswith("conductor/t--n--")  # the earlier branch, renamed, not deleted
+    assert git(tmp_path, "show", f"{kept}:half.txt") == "half done"
+    assert any("uncommitted work is kept as" in note for note in again.notes)
+
+
 # --------------------------------------------------------------------------- whole runs
 
 

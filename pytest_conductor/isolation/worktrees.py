@@ -283,6 +283,16 @@ class TrackRepo:
             if not fresh and registered and start_file.is_file():
                 start = start_file.read_text(encoding="utf-8").strip()
                 return NodeWorktree(task_id, path, self.root_in(path), branch, start)
+            if registered:
+                # An agent interrupted (Ctrl-C) before its leftovers were committed: keep
+                # its work on the branch that is set aside below.
+                with contextlib.suppress(GitError, OSError):
+                    left = NodeWorktree(task_id, path, self.root_in(path), branch, "")
+                    sha = self.commit_leftovers(
+                        left, f"conductor: work an earlier run left uncommitted (node {task_id})"
+                    )
+                    if sha is not None:
+                        notes.append(f"the earlier run's uncommitted work is kept as {sha[:7]}")
             if registered or path.exists():
                 self._remove(path)
             if self._branch_exists(branch):
