@@ -62,3 +62,17 @@ def test_line_is_one_json_object_in_the_documented_key_order() -> None:
         "files_changed": 2,
     }
     assert line.startswith('{"verdict": "FAIL", "summary": ')
+
+
+def test_under_worktree_isolation_the_summary_names_the_track_branch() -> None:
+    v = decide(
+        ["a", "b"],
+        {"a": "passed", "b": "failed"},
+        track="t",
+        files_changed=2,
+        branch="conductor/t at 1a2b3c4",
+    )
+    assert (
+        v.summary
+        == "Track t: 1 of 2 nodes passed; 1 failed (b); the work is on conductor/t at 1a2b3c4."
+    )
