@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pytest_conductor.plan.durations import parse_duration
 from pytest_conductor.util.nested import NESTED_ENV
 
-__all__ = ["OPTIONS", "Option", "Settings", "add_options", "resolve_settings"]
+if TYPE_CHECKING:  # kept out of the import path of a run without --conductor-track
+    from pytest_conductor.plan.reader import Node
+
+__all__ = ["ISOLATION_MODES", "OPTIONS", "Option", "Settings", "add_options", "resolve_settings"]
 
 
 @dataclass(frozen=True)
@@ -166,7 +171,28 @@ OPTIONS: tuple[Option, ...] = (
         default="5m",
         metavar="DURATION",
     ),
+    Option(
+        "--conductor-isolation",
+        "conductor_isolation",
+        "where dispatched agents work: none (all in the project's work tree) or worktree "
+        "(each node in its own git worktree and branch, merged into conductor/<track>) "
+        "(default: none)",
+        ini="conductor_isolation",
+        default="none",
+        metavar="MODE",
+    ),
+    Option(
+        "--conductor-strict-scope",
+        "conductor_strict_scope",
+        "fail nodes whose changes touch paths outside their declared files (default: report them)",
+        ini="conductor_strict_scope",
+        default="false",
+        is_flag=True,
+    ),
 )
+
+#: Values of --conductor-isolation.
+ISOLATION_MODES = ("none", "worktree")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -196,10 +222,18 @@ class Settings:
         return "all" in self.redo or task_id in self.redo
 
     keep_runs: int = 20
+    isolation: str = "none"  # one of ISOLATION_MODES
+    strict_scope: bool = False
 
     @property
     def active(self) -> bool:
         return self.track is not None
+
+    def uses_worktrees(self, nodes: Iterable[Node]) -> bool:
+        """Worktree isolation is asked for and some node is dispatched to an agent."""
+        return self.isolation == "worktree" and (
+            self.worker is not None or any(n.worker for n in nodes)
+        )
 
     @property
     def track_dir(self) -> Path:
@@ -270,9 +304,11 @@ def resolve_settings(config: pytest.Config) -> Settings:
 
     max_workers = _whole_number(config, "conductor_max_workers", minimum=1)
 
-    strict = "true" if _flag(config, "conductor_strict_prose") else "false"
+    strict = _flag(config, "conductor_strict_prose")
     write_plan = _flag(config, "conductor_write_plan")
     strict_nodes = _flag(config, "conductor_strict")
+    strict_scope = _flag(config, "conductor_strict_scope")
+    isolation = _choice(config, "conductor_isolation", ISOLATION_MODES)
 
     command_timeout = _duration(config, "conductor_command_timeout")
 
@@ -315,7 +351,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
         track=track,
         root=root,
         max_workers=max_workers,
-        strict_prose=strict in _TRUE,
+        strict_prose=strict,
         command_timeout=command_timeout,
         worker=worker.strip() if worker and worker.strip() else None,
         timeout=timeout,
@@ -329,7 +365,17 @@ def resolve_settings(config: pytest.Config) -> Settings:
         write_plan=write_plan,
         strict=strict_nodes,
         keep_runs=keep_runs,
+        isolation=isolation,
+        strict_scope=strict_scope,
     )
+
+
+def _choice(config: pytest.Config, dest: str, choices: tuple[str, ...]) -> str:
+    raw, where = _raw(config, _by_dest(dest))
+    value = str(raw).strip().lower()
+    if value not in choices:
+        raise _usage(where, str(raw), "expected " + " or ".join(choices))
+    return value
 
 
 def _flag(config: pytest.Config, dest: str) -> bool:

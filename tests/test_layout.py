@@ -26,6 +26,7 @@ RANKS = {
     "plan": 2,
     "acceptance": 3,
     "agents": 4,
+    "isolation": 4,
     "scheduling": 4,
     "report": 5,
     "track": 6,

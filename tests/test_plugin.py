@@ -307,6 +307,10 @@ def test_missing_plan_md(pytester: pytest.Pytester) -> None:
         (["--conductor-max-workers=0"], "*--conductor-max-workers='0'*"),
         (["--conductor-command-timeout=soon"], "*--conductor-command-timeout='soon'*"),
         (["--conductor-root=does-not-exist"], "*--conductor-root='does-not-exist'*"),
+        (
+            ["--conductor-isolation=branch"],
+            "*--conductor-isolation='branch': expected none or worktree*",
+        ),
     ],
 )
 def test_bad_option_values_name_option_and_value(

@@ -77,3 +77,17 @@ def test_a_write_that_failed_fails_the_verdict_and_says_which() -> None:
         "Track t: 1 of 1 node passed; not written: metadata.json not updated: "
         "lock held for 30s and 1 more."
     )
+
+
+def test_under_worktree_isolation_the_summary_names_the_track_branch() -> None:
+    v = decide(
+        ["a", "b"],
+        {"a": "passed", "b": "failed"},
+        track="t",
+        files_changed=2,
+        branch="conductor/t at 1a2b3c4",
+    )
+    assert (
+        v.summary
+        == "Track t: 1 of 2 nodes passed; 1 failed (b); the work is on conductor/t at 1a2b3c4."
+    )

@@ -20,6 +20,7 @@ Script keys, all optional, in the order they happen::
     sleep: 0.5               work this long (seconds), heartbeating ...
     heartbeat_every: 0.2     ... this often (default 1; never with no_heartbeat: true)
     write: {path: text}      write these files (relative to the project root)
+    commit: "message"        git-commit what it wrote, as an agent in a worktree would
     kill_self: SIGKILL       die by this signal
     kill_parent: true        kill the process that started us (a crashing xdist worker)
     hang: true               never finish (heartbeats go on unless no_heartbeat)
@@ -67,7 +68,10 @@ def main() -> int:
         return 2
     prompt = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(env["CONDUCTOR_PROMPT_FILE"])
     print(f"{worker}: task {task} of track {track}; prompt {prompt} ({prompt.stat().st_size} B)")
-    script = find_script(root / "conductor" / "tracks" / track / "plan.md", task)
+    # The plan beside the bus: in a worktree (--conductor-isolation=worktree) the root is
+    # the worktree's, which holds the plan only if it was committed.
+    plan = Path(env.get("CONDUCTOR_BUS", root / "conductor" / "tracks" / track / ".x")).parent
+    script = find_script(plan / "plan.md", task)
     agent = Agent(root, task, worker, script)
     return agent.run()
 
@@ -136,6 +140,12 @@ class Agent:
             target.write_text(str(content), encoding="utf-8")
             written.append(str(rel))
             print(f"wrote {rel}")
+        if s.get("commit") and written:
+            subprocess.run(["git", "add", "--", *written], cwd=self.root, check=True)
+            subprocess.run(
+                ["git", "commit", "--quiet", "-m", str(s["commit"])], cwd=self.root, check=True
+            )
+            print(f"committed {', '.join(written)}")
         if s.get("kill_self"):
             name = str(s["kill_self"])
             self.record(event="kill_self", signal=name)

@@ -65,6 +65,8 @@ class PromptInput:
     # How the agent runs the bus tool: "conductor-bus", or "<python> -m pytest_conductor.cli.main"
     # when the console script is not on the agent's PATH.
     bus_command: str = "conductor-bus"
+    # With worktree isolation: where the agent works and what becomes of its branch.
+    workspace: str | None = None
 
 
 def describe_criterion(criterion: Criterion) -> str:
@@ -155,6 +157,8 @@ def render_prompt(p: PromptInput) -> str:
         out.append(f"- parallel group: {p.parallel_group}")
     out.append(f"- project root: `{p.root}`")
     out.append(f"- plan: `{_relative(p.plan_path, p.root)}`")
+    if p.workspace:
+        out += ["", "## Your git worktree", "", p.workspace]
     out += ["", "## Acceptance criteria", ""]
     if p.criteria:
         out.append("When you exit, the dispatcher checks that:")

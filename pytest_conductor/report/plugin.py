@@ -30,6 +30,8 @@ import pytest
 from pytest_conductor.agents.dispatch import TAIL_LINES, log_path, read_tail
 from pytest_conductor.bus import MessageBus
 from pytest_conductor.graph.algorithms import critical_path, dependents
+from pytest_conductor.isolation.git import GitError
+from pytest_conductor.isolation.worktrees import IsolationError, TrackRepo
 from pytest_conductor.plan.reader import Node
 from pytest_conductor.report.changes import (
     TreeSnapshot,
@@ -105,6 +107,8 @@ class ReportPlugin:
         self._metadata_due = 0.0  # monotonic time of the next mid-run refresh
         self._metadata_broken = False  # a mid-run write met a file it cannot merge into
         self._extra_outputs: list[Path] = []
+        self._merge_shas: dict[str, str] = {}
+        self._branch: str | None = None  # worktree isolation: the track branch at its head
 
     # -- session start -------------------------------------------------------------------
 
@@ -203,6 +207,9 @@ class ReportPlugin:
             trace = self._agent_log_tail(task, report)
             if trace:
                 self.events.record_trace(task, trace)
+        merged = dict(report.user_properties).get("merge_sha")
+        if isinstance(merged, str) and merged:
+            self._merge_shas[task] = merged[:7]
         outcome = self.state.outcomes.get(task)
         status = outcome.status if outcome is not None else report.outcome
         if status in ("passed", "failed"):
@@ -226,7 +233,9 @@ class ReportPlugin:
             return
         with self._guard(f"{kind}_{task}.event not written", fails_run=True):
             sha = ""
-            if kind == "TASK_COMPLETE" and self.snapshot is not None:
+            if kind == "TASK_COMPLETE" and task in self._merge_shas:
+                sha = self._merge_shas[task]  # worktree isolation: the node's merge commit
+            elif kind == "TASK_COMPLETE" and self.snapshot is not None:
                 sha = head_sha(self.snapshot.toplevel) or ""
             outcome = self.state.outcomes.get(task)
             self.events.emit(
@@ -258,7 +267,11 @@ class ReportPlugin:
             return
         interrupted = self._interrupted or exitstatus == pytest.ExitCode.INTERRUPTED
         statuses = self._statuses()
-        files_changed = self._files_changed(config)
+        branch = self._track_branch()
+        if branch is not None:  # worktree isolation: the work is the track branch's diff
+            self._branch, files_changed = branch[0], len(branch[1])
+        else:
+            files_changed = self._files_changed(config)
         # Filled by _files_changed: remote xdist workers' copies that hold changes.
         self._changed_elsewhere = self._elsewhere(config) if self.changes_elsewhere else ()
         # The verdict and PARALLEL_COMPLETE first: nothing that goes wrong later (a
@@ -294,6 +307,7 @@ class ReportPlugin:
             files_changed=files_changed,
             interrupted=interrupted,
             not_written=self.not_written,
+            branch=self._branch,
         )
         if self._changed_elsewhere:
             verdict = dataclasses.replace(verdict, changed_elsewhere=self._changed_elsewhere)
@@ -381,6 +395,22 @@ class ReportPlugin:
         if xml is not None:
             paths.append(xml)
         return paths
+
+    def _track_branch(self) -> tuple[str, list[str]] | None:
+        """Under worktree isolation: the track branch and its head (``conductor/t at
+        1a2b3c4``) and the files it changes against its base; None otherwise."""
+        settings = self.state.settings
+        if not settings.uses_worktrees(self.state.plan.nodes):
+            return None
+        with self._guard("track branch not read"):
+            try:
+                repo = TrackRepo.find(settings.root, str(settings.track))
+                files = repo.changed_files()
+            except (IsolationError, GitError) as error:
+                raise OSError(str(error)) from None
+            if files is not None:
+                return repo.describe_head(), files
+        return None
 
     def _files_changed(self, config: pytest.Config) -> int:
         """Files changed here, plus those measured in each other copy the workers used.

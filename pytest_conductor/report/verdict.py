@@ -68,11 +68,14 @@ def decide(
     files_changed: int,
     interrupted: bool = False,
     not_written: Sequence[str] = (),
+    branch: str | None = None,
 ) -> Verdict:
     """The verdict of a run of the ``selected`` nodes (plan order).
 
     ``statuses`` maps a node id to ``passed``, ``failed``, ``blocked`` or ``skipped``; a
     selected node without a status did not run (the run was interrupted or stopped).
+    ``branch`` (``conductor/<track> at <sha>``) names where the work is, in worktree
+    isolation.
     ``not_written`` says which event or metadata writes failed (each one fails the run:
     the orchestrator reading the files would act on a wrong picture).
     """
@@ -93,6 +96,8 @@ def decide(
     if not_run:
         parts.append(f"{len(not_run)} not run ({_ids(not_run)})")
     details = f"; {', '.join(parts)}" if parts else ""
+    if branch is not None:
+        details += f"; the work is on {branch}"
 
     of = f"{len(passed)} of {_plural(len(selected), 'node')} passed"
     if not selected:

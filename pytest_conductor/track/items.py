@@ -50,6 +50,7 @@ from pytest_conductor.plan.marks import Mark
 from pytest_conductor.plan.reader import Node
 from pytest_conductor.report.junit import set_properties
 from pytest_conductor.state import ConductorState, get_state
+from pytest_conductor.track.workspace import NodeWorkspace, WorkspaceFailed
 
 __all__ = ["AcceptanceFailed", "AgentFailed", "MarkFailed", "PlanFile", "TaskItem"]
 
@@ -189,10 +190,10 @@ class TaskItem(pytest.Item):
             return []
         return commit_results(self.task.mark, self.task.checkpoint, self.state.settings.root)
 
-    def _check_all(self, *, agent_ran: bool) -> list[CheckResult]:
+    def _check_all(self, *, agent_ran: bool, root: Path | None = None) -> list[CheckResult]:
         settings = self.state.settings
         context = CheckContext(
-            root=settings.root,
+            root=root or settings.root,
             task_id=self.task.id,
             has_event=self.bus.has_event,
             agent_ran=agent_ran,
@@ -218,6 +219,22 @@ class TaskItem(pytest.Item):
 
     def _dispatch(self, template: str) -> None:
         """Run the node's agent, then its acceptance criteria; retry as configured."""
+        # Its own worktree and branch (--conductor-isolation=worktree) and the scope check.
+        workspace = NodeWorkspace(self, self.task, self.state, self.bus)
+        merged = workspace.already_merged()
+        if merged is not None:
+            self.add_report_section(
+                "call", "conductor", f"merged by an earlier run as {merged[:7]}; not dispatched"
+            )
+            return
+        try:
+            self._attempts(template, workspace)
+        except (AgentFailed, WorkspaceFailed):
+            if workspace.lines:
+                self.add_report_section("call", "conductor workspace", "\n".join(workspace.lines))
+            raise
+
+    def _attempts(self, template: str, workspace: NodeWorkspace) -> None:
         state = self.state
         settings = state.settings
         attempts = settings.retries + 1
@@ -229,18 +246,20 @@ class TaskItem(pytest.Item):
             set_properties(
                 self.user_properties, [("worker_id", worker_id), ("attempts", str(attempt))]
             )
+            workspace.before_attempt(attempt)
             result = run_agent(
-                self._job(template, worker_id, attempt, attempts, previous),
+                self._job(template, worker_id, attempt, attempts, previous, workspace=workspace),
                 on_wait=agents_waiter(self.config),
             )
+            workspace.after_agent(worker_id, attempt)
             checks: list[CheckResult] = []
             if not result.failed:
-                checks = self._check_all(agent_ran=True)
+                checks = self._check_all(agent_ran=True, root=workspace.root)
                 if all(c.passed for c in checks):
+                    workspace.integrate()
                     _set_status(self.bus, worker_id, self.task.id, "COMPLETED")
-                    self.add_report_section(
-                        "call", "conductor", _passed_section(result, attempts, history)
-                    )
+                    section = _passed_section(result, attempts, history, workspace.lines)
+                    self.add_report_section("call", "conductor", section)
                     return
                 _set_status(self.bus, worker_id, self.task.id, "FAILED")
             failed = [c for c in checks if not c.passed]
@@ -271,18 +290,21 @@ class TaskItem(pytest.Item):
         attempt: int,
         attempts: int,
         previous: PreviousFailure | None,
+        *,
+        workspace: NodeWorkspace,
     ) -> AgentJob:
         state = self.state
         settings = state.settings
         task = self.task
         group = next((g.id for g in state.plan.groups if task.id in g.tasks), None)
         timeout = task.timeout or settings.timeout
+        root = workspace.root
         prompt = render_prompt(
             PromptInput(
                 track=str(settings.track),
                 node=task,
                 worker_id=worker_id,
-                root=settings.root,
+                root=root,
                 bus_dir=settings.bus_dir,
                 plan_path=settings.plan_path,
                 criteria=state.criteria[task.id],
@@ -296,6 +318,7 @@ class TaskItem(pytest.Item):
                 heartbeat=settings.heartbeat,
                 timeout=timeout,
                 bus_command=bus_cli(),
+                workspace=workspace.prompt_note(),
             )
         )
         return AgentJob(
@@ -303,7 +326,7 @@ class TaskItem(pytest.Item):
             task_id=task.id,
             worker_id=worker_id,
             template=template,
-            root=settings.root,
+            root=root,
             bus_dir=settings.bus_dir,
             prompt_text=prompt,
             attempt=attempt,
@@ -328,7 +351,7 @@ class TaskItem(pytest.Item):
         excinfo: pytest.ExceptionInfo[BaseException],
         style: Any = None,
     ) -> str | Any:
-        if isinstance(excinfo.value, (AcceptanceFailed, AgentFailed, MarkFailed)):
+        if isinstance(excinfo.value, (AcceptanceFailed, AgentFailed, MarkFailed, WorkspaceFailed)):
             return f"task {self.task.id} ({self.task.name}):\n{excinfo.value}"
         return super().repr_failure(excinfo, style=style)
 
@@ -343,11 +366,14 @@ def _set_status(bus: MessageBus, worker_id: str, task_id: str, status: str) -> N
         bus.set_worker_status(worker_id, status, task_id=task_id)
 
 
-def _passed_section(result: AgentResult, attempts: int, history: list[str]) -> str:
+def _passed_section(
+    result: AgentResult, attempts: int, history: list[str], workspace: list[str]
+) -> str:
     lines = [
         f"attempt {result.attempt} of {attempts} passed "
         f"(worker {result.worker_id}, {format_duration(result.duration)})",
         *history,
+        *workspace,
         f"log: {result.log}",
     ]
     lines += [f"bus: {warning}" for warning in result.warnings]
