@@ -230,8 +230,8 @@ def resolve_settings(config: pytest.Config) -> Settings:
         if graph.suffix not in (".mmd", ".md", ".dot"):
             raise _usage("--conductor-graph", graph_raw, "expected a .mmd, .md or .dot file")
 
-    if track is not None and not track.strip():
-        raise _usage("--conductor-track", track, "a track id is required")
+    if track is not None:
+        track = _track_id(track)
     return Settings(
         track=track,
         root=root,
@@ -245,6 +245,25 @@ def resolve_settings(config: pytest.Config) -> Settings:
         graph=graph,
         metadata_lock_timeout=metadata_lock_timeout,
     )
+
+
+def _track_id(raw: str) -> str:
+    """The track id as given, less the trailing '/' tab completion adds; refused when it
+    cannot name a folder under conductor/tracks and an event file (the node id rule)."""
+    from pytest_conductor.util.ids import id_problem
+
+    track = raw.rstrip("/" + os.sep) if raw.strip("/" + os.sep) else raw
+    if not track.strip():
+        raise _usage("--conductor-track", raw, "a track id is required")
+    problem = id_problem(track)
+    if problem:
+        raise _usage(
+            "--conductor-track",
+            raw,
+            f"not usable as a track id ({problem}); a track id is the name of a folder "
+            "under conductor/tracks",
+        )
+    return track
 
 
 def _duration(config: pytest.Config, dest: str) -> float:

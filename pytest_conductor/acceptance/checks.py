@@ -71,7 +71,12 @@ def check(criterion: Criterion, ctx: CheckContext) -> CheckResult:
             f"no builtin check for acceptance kind '{criterion.kind}'; an extension must answer it"
         )
     start = time.monotonic()
-    result = checker(criterion, ctx)
+    try:
+        result = checker(criterion, ctx)
+    except (OSError, ValueError) as exc:
+        # What plan reading could not foresee (the tree changed, an OS limit) fails this
+        # criterion with one line instead of a traceback in the node's report.
+        result = CheckResult(criterion, False, "a criterion that can be checked", _oneline(exc))
     return dataclasses.replace(result, duration=time.monotonic() - start)
 
 
@@ -266,6 +271,11 @@ def format_failure(results: Sequence[CheckResult]) -> str:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _oneline(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"cannot check it: {text[:200]}"
 
 
 def _signal_name(number: int) -> str:

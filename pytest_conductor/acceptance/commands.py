@@ -69,6 +69,8 @@ def run_command(argv: list[str], root: Path, env: Mapping[str, str], timeout: fl
         return CommandRun(start_error=f"command not executable: {argv[0]}")
     except OSError as exc:
         return CommandRun(start_error=f"cannot start {argv[0]}: {exc.strerror or exc}")
+    except ValueError as exc:  # an embedded NUL byte, in an argument or the environment
+        return CommandRun(start_error=f"cannot start {argv[0]!r}: {exc}")
     assert proc.stdout is not None  # stdout=PIPE guarantees it
     chunks: collections.deque[bytes] = collections.deque()
     # A reader thread rather than communicate(): a background grandchild may hold the pipe

@@ -1,0 +1,276 @@
+"""The fault matrix: each class of bad input or signal, through the real command line.
+
+Every case runs ``pytest`` (or ``conductor-bus``) as a subprocess in a project folder with
+a sibling folder ``outside/``, and asserts what docs/reliability.md promises: the exit
+status, one clear line naming the problem, no ``Traceback`` or ``INTERNALERROR``, no
+process left behind, nothing outside the project changed, and a metadata.json that is
+valid JSON and still holds the keys it had.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pytest_conductor.acceptance import CheckContext, Criterion, check
+from pytest_conductor.bus import MessageBus
+from tests.conftest import render_plan
+
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/self/stat").exists(), reason="process checks read /proc"
+)
+
+BUS = [sys.executable, "-m", "pytest_conductor.cli"]
+UNKNOWN = {"orchestrator_note": "kept", "loop_state": {"custom": 1}}
+
+
+@dataclass
+class Run:
+    returncode: int
+    output: str
+
+    def lines(self, text: str) -> list[str]:
+        return [line for line in self.output.splitlines() if text in line]
+
+
+class Project:
+    """A project folder with one track ``t``, and a folder outside it that must not change."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.root = base / "project"
+        self.outside = base / "outside"
+        self.track = self.root / "conductor" / "tracks" / "t"
+        self.track.mkdir(parents=True)
+        self.outside.mkdir()
+        (self.outside / "precious.txt").write_text("untouched\n")
+        (self.root / "pytest.ini").write_text("[pytest]\n")
+        self.metadata.write_text(json.dumps(UNKNOWN))
+        self.pid_dir = base / "pids"
+        self.pid_dir.mkdir()
+        self._outside_before = self.snapshot()
+
+    @property
+    def metadata(self) -> Path:
+        return self.track / "metadata.json"
+
+    @property
+    def bus(self) -> Path:
+        return self.track / ".message-bus"
+
+    def plan(self, yaml_text: str) -> None:
+        (self.track / "plan.md").write_text(render_plan(yaml_text), encoding="utf-8")
+
+    def spawner(self, name: str, seconds: float = 60) -> str:
+        """A ``run:`` command that records its pid and a background child's, then waits."""
+        record = self.pid_dir / name
+        return f"sh -c 'echo $$ >> {record}; sleep {seconds} & echo $! >> {record}; wait'"
+
+    def recorded_pids(self) -> list[int]:
+        return [
+            int(line)
+            for path in self.pid_dir.iterdir()
+            for line in path.read_text().split()
+            if line.strip()
+        ]
+
+    def snapshot(self) -> dict[str, str]:
+        found = {}
+        for path in sorted(self.base.rglob("*")):
+            if self.root in path.parents or path == self.root or self.pid_dir in path.parents:
+                continue
+            if path.is_file() and not path.is_symlink():
+                found[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+            else:
+                found[str(path)] = "dir" if path.is_dir() else "other"
+        return found
+
+    def pytest(self, *args: str, timeout: float = 120) -> Run:
+        return self._run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], timeout)
+
+    def conductor_bus(self, *args: str, stdin: bytes | None = None) -> Run:
+        return self._run([*BUS, *args], 60, stdin=stdin)
+
+    def _run(self, argv: list[str], timeout: float, stdin: bytes | None = None) -> Run:
+        proc = subprocess.run(
+            argv,
+            cwd=self.root,
+            input=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            env=_clean_env(),
+            check=False,
+        )
+        return Run(proc.returncode, proc.stdout.decode("utf-8", "replace"))
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        """pytest in its own process group, as a CI runner starts it."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+            cwd=self.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=_clean_env(),
+            start_new_session=True,
+        )
+
+    def assert_clean(self, run: Run) -> None:
+        """No traceback, nothing outside changed, no recorded process alive, metadata kept."""
+        assert "Traceback" not in run.output, run.output
+        assert "INTERNALERROR" not in run.output, run.output
+        assert self.snapshot() == self._outside_before
+        assert_gone(self.recorded_pids())
+        data = json.loads(self.metadata.read_text())
+        assert data["orchestrator_note"] == "kept"
+        assert data["loop_state"]["custom"] == 1
+
+
+def _clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "CONDUCTOR_"))}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes of process group ``pgid``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            members.append(int(entry.name))
+    return members
+
+
+def assert_gone(pids: list[int], within: float = 2.0) -> None:
+    deadline = time.monotonic() + within
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survivors = [p for p in pids if alive(p)]
+    for pid in survivors:  # leave nothing to the next test either
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors, f"processes left behind: {survivors}"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    yield Project(tmp_path)
+
+
+def one_error_line(run: Run, text: str) -> None:
+    """The problem is named on one line that holds ``text``."""
+    assert run.lines(text), run.output
+
+
+# --------------------------------------------------------------------------- track ids
+
+
+@pytest.mark.parametrize(
+    "track", ["../../../outside", "/abs/track", "a b", "caf\u00e9", "a/b", ".", ".."]
+)
+def test_an_unusable_track_id_is_a_usage_error(project: Project, track: str) -> None:
+    project.plan('dag: {nodes: [{id: "1", acceptance: [{run: "true"}]}]}')
+    run = project.pytest(f"--conductor-track={track}", "-n", "0")
+    assert run.returncode == 4, run.output
+    one_error_line(run, "not usable as a track id")
+    project.assert_clean(run)
+    assert not (project.base / "conductor").exists()
+
+
+def test_a_trailing_slash_is_dropped_and_the_run_completes(project: Project) -> None:
+    project.plan('dag: {nodes: [{id: "1", acceptance: [{run: "true"}]}]}')
+    run = project.pytest("--conductor-track=t/", "-n", "0")
+    assert run.returncode == 0, run.output
+    assert (project.bus / "events" / "PARALLEL_COMPLETE_t.event").read_text().strip() == "PASS"
+    project.assert_clean(run)
+
+
+# --------------------------------------------------------------------------- plan values
+
+
+def test_values_that_would_crash_later_are_plan_problems(project: Project) -> None:
+    long_name = "a" * 300
+    project.plan(
+        f"""
+        dag:
+          nodes:
+            - id: "a"
+              files: ["../outside/precious.txt"]
+              acceptance:
+                - run: "echo a\\0b"
+                - run: ["true", "x\\0"]
+                - run: "true"
+                  env: {{A: "x\\0y"}}
+                - exists: "a\\0b"
+                - contains: "{long_name}/f"
+                  pattern: "x"
+                - event: TASK_COMPLETE
+                  task: "../../x"
+                - event: {"A" * 200}
+          parallel_groups:
+            - id: g
+              tasks: [a]
+              shared_resources: ["/etc/passwd"]
+        """
+    )
+    run = project.pytest("--conductor-track=t", "-n", "0")
+    assert run.returncode == 4, run.output
+    for text in (
+        "acceptance #1: run: 'echo a\\x00b' contains a NUL byte",
+        "acceptance #2: run: 'x\\x00' contains a NUL byte",
+        "acceptance #3: run: env 'x\\x00y' contains a NUL byte",
+        "acceptance #4: exists: 'a\\x00b' contains a NUL byte",
+        "acceptance #5: contains: aaaaaaaaaaaaaaaaaaaa... is longer than a file name can be",
+        "acceptance #6: event: task '../../x' cannot name a bus event file",
+        "acceptance #7: event: the event type is 200 characters long",
+        "node a: files: '../outside/precious.txt' leaves the project root",
+        "parallel group g: shared_resources: '/etc/passwd' is absolute",
+    ):
+        one_error_line(run, text)
+    project.assert_clean(run)
+
+
+@pytest.mark.parametrize(
+    "criterion",
+    [
+        Criterion("exists", {"exists": "a\0b"}),
+        Criterion("contains", {"contains": "a\0b", "pattern": "x"}),
+        Criterion("run", {"run": ["tr\0ue"]}),
+        Criterion("run", {"run": ["true"], "env": {"A": "x\0"}}),
+        Criterion("event", {"event": "TASK_COMPLETE", "task": "x" * 300}),
+    ],
+    ids=["exists", "contains", "run", "env", "event"],
+)
+def test_a_check_that_fails_at_run_time_fails_in_one_line(
+    tmp_path: Path, criterion: Criterion
+) -> None:
+    # Built by hand, past the plan reader's checks: what the OS refuses at run time fails
+    # the criterion with one line instead of raising.
+    bus = MessageBus(tmp_path / "bus", warn=False)
+    ctx = CheckContext(root=tmp_path, task_id="a", has_event=bus.has_event)
+    result = check(criterion, ctx)
+    assert not result.passed
+    assert "\n" not in result.seen and result.seen
