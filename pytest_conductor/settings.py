@@ -61,7 +61,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--conductor-timeout",
         "conductor_timeout",
-        "an agent still running after this long is killed and its node fails (default: 30m)",
+        "a node's time limit: its agent and then its criteria must be done within it, or "
+        "what still runs is killed and the node fails (default: 30m; a node's own timeout: "
+        "wins; each attempt gets the full limit)",
         ini="conductor_timeout",
         default="30m",
         metavar="DURATION",
@@ -109,7 +111,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--conductor-command-timeout",
         "conductor_command_timeout",
-        "default timeout of `run` and `pytest` criteria (default: 5m)",
+        "a finer limit for each `run` and `pytest` criterion (default: 5m; a criterion's "
+        "own timeout: wins), within the node's --conductor-timeout",
         ini="conductor_command_timeout",
         default="5m",
         metavar="DURATION",

@@ -274,3 +274,98 @@ def test_a_check_that_fails_at_run_time_fails_in_one_line(
     result = check(criterion, ctx)
     assert not result.passed
     assert "\n" not in result.seen and result.seen
+
+
+# --------------------------------------------------------------------------- signals
+
+
+def spawning_plan(project: Project) -> str:
+    """Two independent nodes whose criteria (each with a background child) outlast the test,
+    and a dependent that never gets to run."""
+    return f"""
+    dag:
+      nodes:
+        - id: "a"
+          acceptance:
+            - run: "{project.spawner("a")}"
+            - run: "{project.spawner("a2")}"
+        - id: "b"
+          acceptance:
+            - run: "{project.spawner("b")}"
+        - id: "c"
+          depends_on: [a]
+    """
+
+
+def wait_for_records(project: Project, names: list[str], proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        files = [project.pid_dir / n for n in names]
+        if all(f.exists() and len(f.read_text().split()) == 2 for f in files):
+            return
+        assert proc.poll() is None, proc.communicate()[0].decode()
+        time.sleep(0.05)
+    raise AssertionError("the criteria never started")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("sig", "xdist", "whole_group"),
+    [
+        (signal.SIGTERM, "2", False),
+        (signal.SIGTERM, "2", True),  # as `timeout` and many CI runners send it
+        (signal.SIGHUP, "2", False),
+        (signal.SIGTERM, "0", False),
+        (signal.SIGHUP, "0", False),
+    ],
+    ids=["term-xdist", "term-group-xdist", "hup-xdist", "term-inprocess", "hup-inprocess"],
+)
+def test_a_termination_signal_ends_the_run_like_ctrl_c(
+    project: Project, sig: signal.Signals, xdist: str, whole_group: bool
+) -> None:
+    project.plan(spawning_plan(project))
+    proc = project.start("--conductor-track=t", "-n", xdist)
+    wait_for_records(project, ["a", "b"] if xdist != "0" else ["a"], proc)
+    if whole_group:
+        os.killpg(proc.pid, sig)
+    else:
+        os.kill(proc.pid, sig)
+    output = proc.communicate(timeout=60)[0].decode()
+    run = Run(proc.returncode, output)
+    # Every process the run started, its xdist workers included, is gone within 2 s.
+    assert_gone(group_members(proc.pid))
+    assert run.returncode == 2, output  # pytest's "interrupted"
+    one_error_line(run, f"terminated by {sig.name}")
+    verdict = json.loads(output.strip().splitlines()[-1])
+    assert verdict["verdict"] == "FAIL"
+    assert "interrupted" in verdict["summary"]
+    assert json.loads((project.bus / "verdict.json").read_text()) == verdict
+    assert json.loads(project.metadata.read_text())["loop_state"]["step_status"] == "INTERRUPTED"
+    assert (project.bus / "events" / "PARALLEL_COMPLETE_t.event").read_text().strip() == "FAIL"
+    project.assert_clean(run)
+
+
+@pytest.mark.slow
+def test_a_killed_xdist_worker_leaves_no_criterion_process(project: Project) -> None:
+    record = project.pid_dir / "killer"
+    # The criterion starts a background child, then kills the xdist worker running it
+    # (a moment later: the worker records the command's group right after starting it).
+    killer = f"sh -c 'sleep 60 & echo $! >> {record}; sleep 0.5; kill -9 $PPID; wait'"
+    project.plan(
+        f"""
+        dag:
+          nodes:
+            - id: "a"
+              acceptance:
+                - run: "{killer}"
+            - id: "b"
+              acceptance:
+                - run: "true"
+        """
+    )
+    start = time.monotonic()
+    run = project.pytest("--conductor-track=t", "-n", "2", "-rA")
+    assert run.returncode == 1, run.output
+    assert "crashed" in run.output, run.output
+    assert time.monotonic() - start < 50, "the orphaned child was waited for"
+    project.assert_clean(run)

@@ -49,6 +49,7 @@ __all__ = [
     "AgentJob",
     "AgentResult",
     "TemplateError",
+    "Terminated",
     "agent_registry",
     "bus_cli",
     "log_path",
@@ -60,6 +61,7 @@ __all__ = [
     "run_agent",
     "running_line",
     "set_aside_events",
+    "termination_signals",
 ]
 
 PLACEHOLDERS = ("prompt_file", "task_id", "track", "worker_id", "bus", "root")
@@ -445,8 +447,13 @@ def _signal_name(number: int) -> str:
         return str(number)
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP arrived while an agent ran: end like Ctrl-C, agents included."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: end like Ctrl-C, agents and commands included."""
+
+
+def termination_signals() -> list[signal.Signals]:
+    """The signals that end a run as Ctrl-C does: SIGTERM, and SIGHUP where it exists."""
+    return [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
 
 
 @contextlib.contextmanager
@@ -462,17 +469,17 @@ def _interrupt_on_termination() -> Iterator[None]:
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        raise _Terminated(f"terminated by {_signal_name(signum)}")
+        raise Terminated(f"terminated by {_signal_name(signum)}")
 
     replaced: dict[int, Any] = {}
-    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-        if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
+    for sig in termination_signals():
+        if signal.getsignal(sig) == signal.SIG_DFL:
             replaced[sig] = signal.signal(sig, handler)
     try:
         yield
     finally:
-        for sig, previous in replaced.items():
-            signal.signal(sig, previous)
+        for number, previous in replaced.items():
+            signal.signal(number, previous)
 
 
 # --------------------------------------------------------------------------- retries

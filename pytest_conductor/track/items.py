@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
@@ -17,6 +18,7 @@ from pytest_conductor.acceptance import (
     format_failure,
 )
 from pytest_conductor.acceptance import check as check_builtin
+from pytest_conductor.acceptance.commands import command_registry
 from pytest_conductor.agents.dispatch import (
     TAIL_LINES,
     AgentJob,
@@ -126,12 +128,17 @@ class TaskItem(pytest.Item):
         else:
             self._dispatch(template)
 
+    @property
+    def time_limit(self) -> float:
+        """The node's own ``timeout:``, else ``--conductor-timeout``."""
+        return self.task.timeout or self.state.settings.timeout
+
     def _verify_only(self) -> None:
-        results = self._check_all(agent_ran=False)
+        results = self._check_all(agent_ran=False, deadline=time.monotonic() + self.time_limit)
         if not all(r.passed for r in results):
             raise AcceptanceFailed(results)
 
-    def _check_all(self, *, agent_ran: bool) -> list[CheckResult]:
+    def _check_all(self, *, agent_ran: bool, deadline: float) -> list[CheckResult]:
         settings = self.state.settings
         context = CheckContext(
             root=settings.root,
@@ -140,6 +147,8 @@ class TaskItem(pytest.Item):
             agent_ran=agent_ran,
             strict_prose=settings.strict_prose,
             default_timeout=settings.command_timeout,
+            registry=command_registry(settings.bus_dir),
+            deadline=deadline,
         )
         criteria = self.state.criteria[self.task.id]
         results = [self._check(criterion, context) for criterion in criteria]
@@ -162,13 +171,15 @@ class TaskItem(pytest.Item):
             set_properties(
                 self.user_properties, [("worker_id", worker_id), ("attempts", str(attempt))]
             )
+            # One time limit for the attempt: the agent, then its criteria in what is left.
+            deadline = time.monotonic() + self.time_limit
             result = run_agent(
                 self._job(template, worker_id, attempt, attempts, previous),
                 on_wait=agents_waiter(self.config),
             )
             checks: list[CheckResult] = []
             if not result.failed:
-                checks = self._check_all(agent_ran=True)
+                checks = self._check_all(agent_ran=True, deadline=deadline)
                 if all(c.passed for c in checks):
                     _set_status(self.bus, worker_id, self.task.id, "COMPLETED")
                     self.add_report_section(
@@ -209,7 +220,7 @@ class TaskItem(pytest.Item):
         settings = state.settings
         task = self.task
         group = next((g.id for g in state.plan.groups if task.id in g.tasks), None)
-        timeout = task.timeout or settings.timeout
+        timeout = self.time_limit
         prompt = render_prompt(
             PromptInput(
                 track=str(settings.track),

@@ -30,6 +30,7 @@ __all__ = [
     "KILL_GRACE",
     "GroupRecord",
     "GroupRegistry",
+    "child_pids",
     "group_running",
     "kill_group",
     "kill_pgid",
@@ -131,6 +132,20 @@ def _stat_fields(pid: int | str) -> list[str] | None:
     _, _, rest = text.rpartition(")")
     fields = rest.split()
     return fields if len(fields) > 19 else None
+
+
+def child_pids(parent: int) -> list[int]:
+    """Live (non-zombie) processes whose parent is ``parent``; empty without /proc."""
+    if not _PROC.is_dir():
+        return []
+    found = []
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(entry.name)
+        if fields is not None and fields[1] == str(parent) and fields[0] not in ("Z", "X"):
+            found.append(int(entry.name))
+    return sorted(found)
 
 
 def process_start_time(pid: int) -> int | None:
