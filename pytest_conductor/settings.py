@@ -109,6 +109,15 @@ OPTIONS: tuple[Option, ...] = (
         is_flag=True,
     ),
     Option(
+        "--conductor-wait-for-run",
+        "conductor_wait_for_run",
+        "when another run of the track is in progress, wait for it to end instead of "
+        "stopping with a usage error (default: false)",
+        ini="conductor_wait_for_run",
+        default="false",
+        is_flag=True,
+    ),
+    Option(
         "--conductor-command-timeout",
         "conductor_command_timeout",
         "a finer limit for each `run` and `pytest` criterion (default: 5m; a criterion's "
@@ -136,6 +145,7 @@ class Settings:
     retries: int = 0
     graph: Path | None = None
     metadata_lock_timeout: float = 30.0
+    wait_for_run: bool = False
 
     @property
     def active(self) -> bool:
@@ -210,10 +220,8 @@ def resolve_settings(config: pytest.Config) -> Settings:
 
     max_workers = _whole_number(config, "conductor_max_workers", minimum=1)
 
-    strict_raw, where = _raw(config, _by_dest("conductor_strict_prose"))
-    strict = str(strict_raw).strip().lower()
-    if strict not in _TRUE | _FALSE:
-        raise _usage(where, str(strict_raw), "expected true or false")
+    strict = _flag(config, "conductor_strict_prose")
+    wait_for_run = _flag(config, "conductor_wait_for_run")
 
     command_timeout = _duration(config, "conductor_command_timeout")
 
@@ -239,7 +247,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
         track=track,
         root=root,
         max_workers=max_workers,
-        strict_prose=strict in _TRUE,
+        strict_prose=strict,
         command_timeout=command_timeout,
         worker=worker.strip() if worker and worker.strip() else None,
         timeout=timeout,
@@ -247,6 +255,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
         retries=retries,
         graph=graph,
         metadata_lock_timeout=metadata_lock_timeout,
+        wait_for_run=wait_for_run,
     )
 
 
@@ -267,6 +276,14 @@ def _track_id(raw: str) -> str:
             "under conductor/tracks",
         )
     return track
+
+
+def _flag(config: pytest.Config, dest: str) -> bool:
+    raw, where = _raw(config, _by_dest(dest))
+    value = str(raw).strip().lower()
+    if value not in _TRUE | _FALSE:
+        raise _usage(where, str(raw), "expected true or false")
+    return value in _TRUE
 
 
 def _duration(config: pytest.Config, dest: str) -> float:

@@ -81,7 +81,7 @@ class Project:
             int(line)
             for path in self.pid_dir.iterdir()
             for line in path.read_text().split()
-            if line.strip()
+            if line.strip().isdigit()
         ]
 
     def snapshot(self) -> dict[str, str]:
@@ -368,4 +368,126 @@ def test_a_killed_xdist_worker_leaves_no_criterion_process(project: Project) -> 
     assert run.returncode == 1, run.output
     assert "crashed" in run.output, run.output
     assert time.monotonic() - start < 50, "the orphaned child was waited for"
+    project.assert_clean(run)
+
+
+# --------------------------------------------------------------------------- one run per track
+
+
+@pytest.mark.slow
+def test_a_second_run_of_a_live_track_is_refused_or_waits(project: Project) -> None:
+    flag = project.pid_dir / "release"  # the test's own file, not the run's
+    # The first run's only node waits for a file we write when we are done with it.
+    waiter = (
+        f"sh -c 'echo $$ >> {project.pid_dir / 'w'}; while [ ! -e {flag} ]; do sleep 0.05; done'"
+    )
+    project.plan(f'dag: {{nodes: [{{id: "1", acceptance: [{{run: "{waiter}"}}]}}]}}')
+    first = project.start("--conductor-track=t", "-n", "0")
+    wait_for_file(project.pid_dir / "w", first)
+    holder = json.loads((project.bus / "run.json").read_text())
+    assert holder["pid"] == first.pid
+
+    refused = project.pytest("--conductor-track=t", "-n", "0")
+    assert refused.returncode == 4, refused.output
+    one_error_line(refused, f"another run of this track is in progress (pid {first.pid}, started")
+    one_error_line(refused, "--conductor-wait-for-run")
+
+    second = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--conductor-track=t",
+            "-n",
+            "0",
+            "--conductor-wait-for-run",
+        ],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=_clean_env(),
+    )
+    time.sleep(1.5)
+    assert second.poll() is None, "the second run did not wait"
+    flag.write_text("go")
+    first_output = first.communicate(timeout=60)[0].decode()
+    assert first.returncode == 0, first_output
+    output = second.communicate(timeout=60)[0].decode()
+    assert second.returncode == 0, output
+    assert f"waiting for the run of track t in progress (pid {first.pid}" in output
+    assert not (project.bus / "run.json").exists()
+    project.assert_clean(Run(second.returncode, output))
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[0].decode()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_a_run_lock_left_by_a_dead_run_is_taken_over(project: Project) -> None:
+    project.plan('dag: {nodes: [{id: "1", acceptance: [{run: "true"}]}]}')
+    dead = subprocess.run(["true"], check=True)  # a pid that has just ended
+    del dead
+    project.bus.mkdir()
+    stale = {"pid": 2**22 + 17, "start": 1, "started_at": "2026-01-01T00:00:00Z"}
+    (project.bus / "run.json").write_text(json.dumps(stale))
+    run = project.pytest("--conductor-track=t", "-n", "0")
+    assert run.returncode == 0, run.output
+    one_error_line(run, f"took over the run lock of track t from pid {stale['pid']}")
+    project.assert_clean(run)
+
+
+# --------------------------------------------------------------------------- bounded checks
+
+
+@pytest.mark.slow
+def test_a_catastrophic_pattern_is_stopped_at_the_node_time_limit(project: Project) -> None:
+    (project.root / "text.txt").write_text("a" * 40 + "!\n")
+    project.plan(
+        """
+        dag:
+          nodes:
+            - id: "1"
+              acceptance:
+                - contains: "text.txt"
+                  pattern: "(a+)+$"
+            - id: "2"
+              acceptance:
+                - contains: "text.txt"
+                  pattern: "^a+!$"
+        """
+    )
+    start = time.monotonic()
+    run = project.pytest("--conductor-track=t", "-n", "0", "--conductor-timeout=2s")
+    assert time.monotonic() - start < 30
+    assert run.returncode == 1, run.output
+    one_error_line(run, "the search did not finish within")
+    assert "1 failed, 1 passed" in run.output
+    project.assert_clean(run)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("xdist", ["0", "1"])
+def test_the_node_time_limit_bounds_its_criteria(project: Project, xdist: str) -> None:
+    project.plan(
+        """
+        dag:
+          nodes:
+            - id: "slow"
+              acceptance:
+                - run: "sleep 1.5"
+                - run: "sleep 1.5"
+                - run: "sleep 1.5"
+        """
+    )
+    start = time.monotonic()
+    run = project.pytest("--conductor-track=t", "-n", xdist, "--conductor-timeout=2s")
+    assert time.monotonic() - start < 30
+    assert run.returncode == 1, run.output
+    assert run.lines("(the node's time limit)") or run.lines("the node's time was up"), run.output
     project.assert_clean(run)
