@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pytest_conductor.acceptance import CheckContext, Criterion, check
 from pytest_conductor.bus import MessageBus
@@ -491,3 +493,131 @@ def test_the_node_time_limit_bounds_its_criteria(project: Project, xdist: str) -
     assert run.returncode == 1, run.output
     assert run.lines("(the node's time limit)") or run.lines("the node's time was up"), run.output
     project.assert_clean(run)
+
+
+# --------------------------------------------------------------------------- bus readers
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pieces=st.lists(
+        st.tuples(
+            st.sampled_from(["whole", "torn", "garbage"]),
+            st.text(max_size=30),
+            st.integers(min_value=1, max_value=200),
+        ),
+        max_size=12,
+    )
+)
+def test_readers_recover_every_whole_message_after_any_damage(
+    tmp_path_factory: pytest.TempPathFactory, pieces: list[tuple[str, str, int]]
+) -> None:
+    """Writers killed mid-line (torn prefixes, no newline), garbage: every whole line that
+    follows is read back, in order."""
+    bus = MessageBus(tmp_path_factory.mktemp("bus"), warn=False)
+    bus.init()
+    expected = []
+    data = b""
+    for i, (kind, text, cut) in enumerate(pieces):
+        envelope = {
+            "id": f"msg-{i}",
+            "type": "PING",
+            "source": "w",
+            "timestamp": "2026-11-28T00:00:00Z",
+            "payload": {"text": text, "nested": {"type": "X"}},
+        }
+        line = json.dumps(envelope, ensure_ascii=False).encode()
+        if kind == "whole":
+            data += line + b"\n"
+            expected.append(envelope)
+        elif kind == "torn":
+            data += line[: min(cut, len(line) - 1)]
+        else:
+            data += text.encode("utf-8", "surrogatepass")[:cut] + b"\n"
+    bus.queue_path.write_bytes(data + b"\n")
+    assert bus.messages() == expected
+
+
+def test_a_deeply_nested_queue_line_is_skipped_not_fatal(tmp_path: Path) -> None:
+    bus = MessageBus(tmp_path / "bus", warn=False)
+    bus.init()
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with bus.queue_path.open("ab") as handle:
+        handle.write(deep + b"\n")
+    good = bus.post("PING", {})
+    assert bus.messages() == [good]
+    bus.worker_status_path.write_bytes(b'{"w": ' + deep + b"}")
+    assert bus.worker_status() == {}
+
+
+# --------------------------------------------------------------------------- conductor-bus
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["lock", "a.py", "--ttl", "inf"], "--ttl must be a number of seconds above 0"),
+        (["lock", "a.py", "--ttl", "1e12"], "--ttl must be a number of seconds above 0"),
+        (["lock", "a.py", "--ttl", "nan"], "--ttl must be a number of seconds above 0"),
+        (["tail", "-f", "--interval", "-1"], "--interval must be a number of seconds"),
+        (["tail", "-f", "--interval", "nan"], "--interval must be a number of seconds"),
+        (["watch", "--interval", "-1"], "--interval must be a number of seconds"),
+        (["watch", "--interval", "nan"], "--interval must be a number of seconds"),
+        (["status", "--stale-after", "nan"], "--stale-after must be a number of seconds"),
+        (["progress", "nan"], "progress must be between 0 and 100"),
+        (["heartbeat", "--progress", "inf"], "progress must be between 0 and 100"),
+        (["tail", "-n", "-3"], "expected a whole number >= 0"),
+        (["fail", "--error", "bad\udcff"], "--error (or the error argument) is not valid UTF-8"),
+        (["lock", "p\udcff"], "is not valid UTF-8 text"),
+        (["post", "PING", "--payload", '{"a": "\\ud800"}'], "not valid UTF-8 text"),
+        (["post", "PING", "--payload", "[" * 50_000], "nested too deeply"),
+        (["post", "PING", "--payload-file", "/no/such/file"], "No such file or directory"),
+    ],
+)
+def test_conductor_bus_bad_values_exit_2_in_one_line(
+    project: Project, args: list[str], message: str
+) -> None:
+    bus = str(project.bus)
+    assert project.conductor_bus("--bus", bus, "init").returncode == 0
+    queue_before = (project.bus / "queue.jsonl").read_bytes()
+    run = project.conductor_bus(
+        "--bus",
+        bus,
+        "--worker",
+        "w1",
+        "--task",
+        "1",
+        *args,  # "\udcff" reaches it as the byte 0xff
+    )
+    assert run.returncode == 2, run.output
+    assert len(run.output.strip().splitlines()) == 1, run.output
+    one_error_line(run, message)
+    assert "Traceback" not in run.output
+    assert (project.bus / "queue.jsonl").read_bytes() == queue_before
+
+
+def test_a_post_that_cannot_complete_writes_nothing(project: Project) -> None:
+    bus = str(project.bus)
+    project.conductor_bus("--bus", bus, "init")
+    run = project.conductor_bus("--bus", bus, "--task", "x" * 250, "complete")
+    assert run.returncode == 2, run.output
+    one_error_line(run, "is longer than 255 bytes")
+    assert (project.bus / "queue.jsonl").read_bytes().strip() == b""
+    assert list((project.bus / "events").iterdir()) == []
+
+
+def test_payload_file_and_stdin(project: Project) -> None:
+    bus = str(project.bus)
+    project.conductor_bus("--bus", bus, "init")
+    big = {"task_id": "1", "blob": "x" * 300_000}  # larger than one argument may be
+    (project.base / "pids" / "payload.json").write_text(json.dumps(big))
+    from_file = project.conductor_bus(
+        "--bus", bus, "post", "NOTE", "--payload-file", str(project.pid_dir / "payload.json")
+    )
+    assert from_file.returncode == 0, from_file.output
+    from_stdin = project.conductor_bus(
+        "--bus", bus, "post", "NOTE", "--payload-file", "-", stdin=b'{"n": 2}'
+    )
+    assert from_stdin.returncode == 0, from_stdin.output
+    payloads = [m["payload"] for m in MessageBus(project.bus).messages()]
+    assert payloads == [big, {"n": 2}]

@@ -118,9 +118,13 @@ class BusBase:
         }
         try:
             text = json.dumps(envelope, ensure_ascii=False, allow_nan=False)
+            line = (text + "\n").encode("utf-8")
+        except UnicodeEncodeError:
+            raise BusError(f"payload of {type} is not valid UTF-8 text (a lone surrogate)") from None
         except (TypeError, ValueError) as error:
             raise BusError(f"payload of {type} is not JSON: {error}") from None
-        line = (text + "\n").encode("utf-8")
+        except RecursionError:
+            raise BusError(f"payload of {type} is nested too deeply") from None
         # The locked section is one open/write/close: nothing is read or parsed.
         with self._locked(QUEUE):
             append_line(self._queue_file, line)
@@ -155,9 +159,9 @@ class BusBase:
         if message is not None:
             return message
         # A writer that died mid-line leaves a fragment that the next post is appended
-        # to; the message behind the fragment is whole and worth saving.
-        start = raw.find(b'{"id": ', 1)
-        salvaged = _loads_message(raw[start:]) if start > 0 else None
+        # to (two dead writers, two fragments); the message behind them is whole and
+        # worth saving.
+        salvaged = _whole_message_at_end(raw)
         key = (number, raw)
         if key not in self._reported_lines:
             self._reported_lines.add(key)
@@ -208,9 +212,9 @@ class BusBase:
             return {}
         try:
             value = json.loads(raw)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:
             data: dict[str, JSONDict] = {}
-            problems = [f"not JSON ({error})"]
+            problems = [f"not JSON ({error or 'nested too deeply'})"]
         else:
             if isinstance(value, dict):
                 data, problems = clean(value)
@@ -246,8 +250,31 @@ class BusBase:
 def _loads_message(raw: bytes) -> JSONDict | None:
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply to read
         return None
     if isinstance(value, dict) and isinstance(value.get("type"), str):
         return value
+    return None
+
+
+_DECODER = json.JSONDecoder()
+# A damaged line is searched from each '{' for a message running to the line's end; the
+# number of starts tried is bounded so that a long line of garbage stays cheap.
+_MAX_STARTS = 256
+
+
+def _whole_message_at_end(raw: bytes) -> JSONDict | None:
+    """The whole message that ends ``raw`` after any amount of damage before it, or None."""
+    text = raw.decode("utf-8", "replace").rstrip()
+    start = text.find("{", 1)
+    for _ in range(_MAX_STARTS):
+        if start < 0:
+            return None
+        try:
+            value, end = _DECODER.raw_decode(text, start)
+        except (ValueError, RecursionError):
+            value, end = None, -1
+        if end == len(text) and isinstance(value, dict) and isinstance(value.get("type"), str):
+            return value
+        start = text.find("{", start + 1)
     return None

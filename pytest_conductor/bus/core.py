@@ -49,6 +49,9 @@ from pytest_conductor.util.timestamps import format_iso
 
 __all__ = ["ROTATED_NAMES", "MessageBus"]
 
+# The longest file name (Linux NAME_MAX, bytes): an event name longer than this cannot exist.
+_NAME_MAX = 255
+
 #: What belongs to one run and moves to ``runs/<stamp>/`` when the next run starts.
 ROTATED_NAMES = (QUEUE, EVENTS, WORKER_STATUS, LOCKS, VERDICT, LOGS, PROMPTS)
 
@@ -155,7 +158,10 @@ class MessageBus(WorkerStatusPart, FileLocksPart):
 
     @staticmethod
     def _event_name(type: str, task_id: str) -> str:
-        return f"{check_type(type)}_{check_id(task_id, 'task id')}.event"
+        name = f"{check_type(type)}_{check_id(task_id, 'task id')}.event"
+        if len(name.encode()) > _NAME_MAX:
+            raise BusError(f"event file name {name[:40]}... is longer than {_NAME_MAX} bytes")
+        return name
 
     def find_deadlock(self) -> list[str] | None:
         """A cycle of tasks each waiting for a lock the next one holds, e.g. ``[a, b, a]``.
@@ -264,6 +270,7 @@ class MessageBus(WorkerStatusPart, FileLocksPart):
         """Post ``PARALLEL_COMPLETE`` and write ``PARALLEL_COMPLETE_<track>.event`` (PASS/FAIL)."""
         check_id(track, "track id")
         verdict = "PASS" if passed else "FAIL"
+        self._event_name("PARALLEL_COMPLETE", track)
         message = self.post("PARALLEL_COMPLETE", {"track": track, "status": verdict})
         self.write_event("PARALLEL_COMPLETE", track, verdict)
         return message
@@ -271,7 +278,13 @@ class MessageBus(WorkerStatusPart, FileLocksPart):
     def _finish(
         self, kind: str, task_id: str, payload: JSONDict, content: str, worker_id: str | None
     ) -> JSONDict:
-        # Message first, event second: whoever sees the event finds the message too.
+        # Message first, event second: whoever sees the event finds the message too. So
+        # everything the event needs is checked first: a post is whole or not at all.
+        self._event_name(kind, task_id)
+        try:
+            content.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BusError(f"{kind} text is not valid UTF-8 (a lone surrogate)") from None
         message = self.post(kind, payload)
         self.write_event(kind, task_id, content)
         if worker_id is not None:
