@@ -120,7 +120,7 @@ class BusBase:
             text = json.dumps(envelope, ensure_ascii=False, allow_nan=False)
             line = (text + "\n").encode("utf-8")
         except UnicodeEncodeError:
-            raise BusError(f"payload of {type} is not valid UTF-8 text (a lone surrogate)") from None
+            raise BusError(f"payload of {type} is not valid UTF-8 text") from None
         except (TypeError, ValueError) as error:
             raise BusError(f"payload of {type} is not JSON: {error}") from None
         except RecursionError:
