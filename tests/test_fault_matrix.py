@@ -86,6 +86,10 @@ class Project:
             if line.strip().isdigit()
         ]
 
+    def rebaseline(self) -> None:
+        """Take what is outside now as what must not change (after a test's own setup)."""
+        self._outside_before = self.snapshot()
+
     def snapshot(self) -> dict[str, str]:
         found = {}
         for path in sorted(self.base.rglob("*")):
@@ -621,3 +625,56 @@ def test_payload_file_and_stdin(project: Project) -> None:
     assert from_stdin.returncode == 0, from_stdin.output
     payloads = [m["payload"] for m in MessageBus(project.bus).messages()]
     assert payloads == [big, {"n": 2}]
+
+
+# --------------------------------------------------------------------------- symlinks
+
+
+def test_a_bus_folder_that_is_a_link_out_of_the_project_is_refused(project: Project) -> None:
+    project.plan('dag: {nodes: [{id: "1", acceptance: [{run: "true"}]}]}')
+    (project.outside / "bus").mkdir()
+    project.bus.symlink_to(project.outside / "bus")
+    project.rebaseline()
+    run = project.pytest("--conductor-track=t", "-n", "0")
+    assert run.returncode == 4, run.output
+    one_error_line(run, ".message-bus: is a symbolic link; the bus does not write through links")
+    project.assert_clean(run)
+    assert list((project.outside / "bus").iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("xdist", ["0", "2"])
+def test_bus_parts_swapped_for_links_mid_run_are_not_written_through(
+    project: Project, xdist: str
+) -> None:
+    # Node 1 (as an agent could) replaces the bus's folders and queue with links to a
+    # folder outside the project; node 2 runs after it.
+    target = project.outside / "target"
+    swap = " && ".join(
+        [f"mkdir -p {target}/{name}" for name in ("events", "prompts", "logs", "commands")]
+        + [f"touch {target}/queue.jsonl"]
+        + [
+            f"rm -rf {project.bus}/{name} && ln -s {target}/{name} {project.bus}/{name}"
+            for name in ("events", "prompts", "logs", "commands", "queue.jsonl")
+        ]
+    )
+    project.plan(
+        f"""
+        dag:
+          nodes:
+            - id: "1"
+              acceptance: [{{run: "sh -c '{swap}'"}}]
+            - id: "2"
+              depends_on: ["1"]
+              acceptance: [{{run: "true"}}, {{contains: "pytest.ini", pattern: "pytest"}}]
+        """
+    )
+    before = sorted(p.relative_to(project.outside) for p in project.outside.rglob("*"))
+    run = project.pytest("--conductor-track=t", "-n", xdist)
+    assert "Traceback" not in run.output and "INTERNALERROR" not in run.output, run.output
+    one_error_line(run, "is a symbolic link; the bus does not write through links")
+    after = sorted(p.relative_to(project.outside) for p in project.outside.rglob("*"))
+    assert set(after) >= set(before)
+    for path in target.rglob("*"):
+        assert path.is_dir() or path.stat().st_size == 0, f"written through a link: {path}"
+    assert json.loads(project.metadata.read_text())["orchestrator_note"] == "kept"

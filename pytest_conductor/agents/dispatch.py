@@ -31,7 +31,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pytest_conductor.bus import BusError, BusLockTimeout, MessageBus
+from pytest_conductor.bus import (
+    BusError,
+    BusLockTimeout,
+    MessageBus,
+    SymlinkRefused,
+    refuse_symlinks,
+)
 from pytest_conductor.plan.durations import format_duration
 from pytest_conductor.util.processes import (
     GroupRecord,
@@ -224,6 +230,12 @@ class _Attempt:
     def run(self, on_wait: Callable[[], None] | None, grace: float) -> AgentResult:
         job = self.job
         self.bus.init()
+        try:
+            # Not through a link an agent may have put in the bus folder (it could point
+            # outside the project).
+            refuse_symlinks(self.prompt.parent, self.log.parent, self.prompt, self.log)
+        except SymlinkRefused as exc:
+            return self.result(f"agent not started: {exc}", None, ())
         self.prompt.parent.mkdir(parents=True, exist_ok=True)
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.prompt.write_text(job.prompt_text, encoding="utf-8")

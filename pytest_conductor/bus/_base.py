@@ -15,7 +15,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pytest_conductor.bus._files import BusLock, append_line, atomic_write, copy_aside
+from pytest_conductor.bus._files import (
+    BusLock,
+    append_line,
+    atomic_write,
+    copy_aside,
+    refuse_symlinks,
+)
 from pytest_conductor.bus._model import (
     BusError,
     BusWarning,
@@ -178,6 +184,10 @@ class BusBase:
         lock_file = self._lock_files.get(name)
         if lock_file is None:
             lock_file = self._lock_files[name] = str(self.path / f".{name}.lock")
+        # Every write holds one of these locks: checked here, a folder or file swapped
+        # for a link mid-run is never written through (the queue and the lock files are
+        # also opened with O_NOFOLLOW; JSON and event files are renamed over, not opened).
+        refuse_symlinks(self.path, self.path / name)
         lock = BusLock(lock_file, self.lock_timeout)
         try:
             lock.acquire()

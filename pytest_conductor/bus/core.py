@@ -34,7 +34,7 @@ from pytest_conductor.bus._base import (
     VERDICT,
     WORKER_STATUS,
 )
-from pytest_conductor.bus._files import append_line, atomic_write, copy_aside
+from pytest_conductor.bus._files import append_line, atomic_write, copy_aside, refuse_symlinks
 from pytest_conductor.bus._model import (
     BusError,
     JSONDict,
@@ -71,6 +71,7 @@ class MessageBus(WorkerStatusPart, FileLocksPart):
 
     def init(self) -> None:
         """Create the bus files that are missing; keep every file already there."""
+        refuse_symlinks(self.path, self.events_dir)  # before mkdir creates anything in them
         self.path.mkdir(parents=True, exist_ok=True)
         self.events_dir.mkdir(exist_ok=True)
         with self._locked(QUEUE):

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_conductor.bus._files import BusLock, BusLockTimeout
+from pytest_conductor.bus._files import BusLock, BusLockTimeout, refuse_symlinks
 from pytest_conductor.util.atomic import atomic_write
 from pytest_conductor.util.processes import process_alive, process_start_time
 from pytest_conductor.util.timestamps import utc_now_iso
@@ -82,6 +82,7 @@ class RunLock:
         Held by a live run: raise :class:`RunLocked`, or with ``wait`` call ``on_wait``
         once and wait until it is free.
         """
+        refuse_symlinks(self.bus_dir, self.bus_dir / RUN_LOCK, self.bus_dir / RUN_HOLDER)
         self.bus_dir.mkdir(parents=True, exist_ok=True)
         told = False
         while True:

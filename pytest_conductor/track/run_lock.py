@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from pytest_conductor.bus import SymlinkRefused
 from pytest_conductor.bus.run_lock import RunHolder, RunLock, RunLocked
 from pytest_conductor.settings import Settings
 
@@ -31,6 +32,8 @@ def hold_run_lock(settings: Settings) -> Iterator[None]:
             f"conductor: track {settings.track}: {exc}; wait for it to end, "
             "or pass --conductor-wait-for-run to wait"
         ) from None
+    except SymlinkRefused as exc:
+        raise pytest.UsageError(f"conductor: track {settings.track}: {exc}") from None
     except OSError as exc:
         raise pytest.UsageError(
             f"conductor: track {settings.track}: cannot take the run lock in "

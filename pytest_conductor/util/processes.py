@@ -14,6 +14,7 @@ killed) can still find and kill it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -254,6 +255,11 @@ class GroupRegistry:
             started=time.time(),
             info=dict(info or {}),
         )
+        if self.folder.is_symlink():
+            # The folder is the run's own; a link there could point anywhere.
+            raise OSError(
+                errno.ELOOP, "is a symbolic link; not writing through it", str(self.folder)
+            )
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write(self._file(name), (json.dumps(record.to_json()) + "\n").encode())
         return record
