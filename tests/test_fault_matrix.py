@@ -9,7 +9,9 @@ valid JSON and still holds the keys it had.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import signal
@@ -21,12 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from pytest_conductor.acceptance import CheckContext, Criterion, check
 from pytest_conductor.bus import MessageBus
-from tests.conftest import render_plan
+from pytest_conductor.cli import main as cli_main
+from pytest_conductor.plan.reader import PlanError
+from pytest_conductor.settings import Settings
+from pytest_conductor.track.loading import TrackError, load_state
+from tests.conftest import EXAMPLES, render_plan
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/stat").exists(), reason="process checks read /proc"
@@ -678,3 +684,162 @@ def test_bus_parts_swapped_for_links_mid_run_are_not_written_through(
     for path in target.rglob("*"):
         assert path.is_dir() or path.stat().st_size == 0, f"written through a link: {path}"
     assert json.loads(project.metadata.read_text())["orchestrator_note"] == "kept"
+
+
+# --------------------------------------------------------------------------- fuzz
+
+QUICKSTART_PLAN = (
+    EXAMPLES / "quickstart" / "conductor" / "tracks" / "quickstart" / "plan.md"
+).read_text(encoding="utf-8")
+NASTY = [
+    "\x00",
+    "\ud800",
+    "../",
+    "/",
+    "{",
+    "[",
+    "]",
+    ":",
+    "- ",
+    '"',
+    "'",
+    "\n",
+    "*",
+    "\\",
+    "&a",
+    "!!int",
+]
+
+
+@st.composite
+def mutated_plans(draw: st.DrawFn) -> str:
+    """The quickstart plan with a few random cuts, insertions and nasty characters."""
+    text = QUICKSTART_PLAN
+    for _ in range(draw(st.integers(min_value=1, max_value=4))):
+        at = draw(st.integers(min_value=0, max_value=len(text)))
+        action = draw(st.sampled_from(["cut", "insert", "nasty", "repeat"]))
+        if action == "cut":
+            text = text[:at] + text[at + draw(st.integers(min_value=1, max_value=40)) :]
+        elif action == "insert":
+            text = text[:at] + draw(st.text(max_size=12)) + text[at:]
+        elif action == "nasty":
+            text = text[:at] + draw(st.sampled_from(NASTY)) + text[at:]
+        else:
+            line_start = text.rfind("\n", 0, at) + 1
+            line_end = text.find("\n", at)
+            line = text[line_start : line_end if line_end >= 0 else len(text)]
+            text = text[:line_start] + line + "\n" + text[line_start:]
+    return text
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plan=mutated_plans())
+def test_fuzzed_plans_are_read_or_refused_never_crash(
+    tmp_path_factory: pytest.TempPathFactory, plan: str
+) -> None:
+    """Reading and checking a plan (what happens before any node runs) either works or
+    raises the errors the plugin turns into one usage error, exit 4."""
+    root = tmp_path_factory.mktemp("fuzz")
+    track = root / "conductor" / "tracks" / "t"
+    track.mkdir(parents=True)
+    (track / "plan.md").write_bytes(plan.encode("utf-8", "surrogatepass"))
+    settings_ = Settings(track="t", root=root, max_workers=5, strict_prose=False, command_timeout=1)
+    try:
+        state = load_state(settings_, [])
+    except PlanError as error:
+        assert str(error).strip()
+        event("refused")
+        return
+    except TrackError:
+        return
+    event("read")
+    assert [n.id for n in state.plan.nodes] == list(state.criteria)
+
+
+def bus_argv() -> st.SearchStrategy[list[str]]:
+    word = st.one_of(
+        st.sampled_from(["1.1", "a.py", "PING", "-5", "nan", "inf", "1e400", "0", "{}", "[]"]),
+        st.text(max_size=12),
+        st.sampled_from(NASTY),
+    )
+    command = st.sampled_from(
+        [
+            "post",
+            "heartbeat",
+            "progress",
+            "complete",
+            "fail",
+            "blocked",
+            "lock",
+            "unlock",
+            "locks",
+            "status",
+            "tail",
+            "init",
+        ]
+    )
+    flag = st.sampled_from(
+        [
+            "--payload",
+            "--progress",
+            "--note",
+            "--commit",
+            "--files",
+            "--unblocks",
+            "--error",
+            "--by",
+            "--reason",
+            "--ttl",
+            "--active",
+            "--json",
+            "--stale-after",
+            "-n",
+            "--task",
+            "--worker",
+            "--root",
+            "--track",
+        ]
+    )
+    return st.tuples(command, st.lists(st.one_of(word, flag), max_size=6)).map(
+        lambda t: [t[0], *t[1]]
+    )
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(argv=bus_argv())
+def test_fuzzed_conductor_bus_arguments_never_crash(
+    tmp_path_factory: pytest.TempPathFactory, argv: list[str]
+) -> None:
+    bus = tmp_path_factory.mktemp("bus") / "bus"
+    MessageBus(bus).init()
+    err = io.StringIO()
+    out = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        status = cli_main(["--bus", str(bus), "--worker", "w", "--task", "1", *argv])
+    event(f"exit {status}")
+    assert status in (0, 1, 2, 3), (argv, status, err.getvalue())
+    assert "internal error" not in err.getvalue(), (argv, err.getvalue())
+    assert "Traceback" not in err.getvalue()
+
+
+# --------------------------------------------------------------------------- pytest-timeout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("xdist", ["0", "2"])
+@pytest.mark.parametrize("method", ["thread", "signal"])
+def test_pytest_timeout_limits_a_node_without_killing_the_run(
+    project: Project, xdist: str, method: str
+) -> None:
+    pytest.importorskip("pytest_timeout")
+    project.plan(spawning_plan(project))
+    start = time.monotonic()
+    run = project.pytest(
+        "--conductor-track=t", "-n", xdist, "--timeout=2", f"--timeout-method={method}"
+    )
+    assert time.monotonic() - start < 40
+    assert run.returncode == 1, run.output
+    one_error_line(run, "(the node's time limit)")
+    verdict = json.loads(run.output.strip().splitlines()[-1])
+    assert verdict["summary"].startswith("Track t: 0 of 3 nodes passed; 2 failed")
+    project.assert_clean(run)

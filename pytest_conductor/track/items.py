@@ -111,6 +111,8 @@ class TaskItem(pytest.Item):
         # `-k <type>` selects nodes; phases and words of node names match too.
         self.extra_keyword_matches.update(k for k in (task.type, task.phase, task.name) if k)
         self.user_properties.append(("task_id", task.id))
+        #: A tighter limit set from outside (pytest-timeout's ``--timeout``), if any.
+        self.outer_limit: float | None = None
 
     @property
     def state(self) -> ConductorState:
@@ -130,8 +132,10 @@ class TaskItem(pytest.Item):
 
     @property
     def time_limit(self) -> float:
-        """The node's own ``timeout:``, else ``--conductor-timeout``."""
-        return self.task.timeout or self.state.settings.timeout
+        """The node's own ``timeout:``, else ``--conductor-timeout``; pytest-timeout's
+        ``--timeout`` when that is shorter."""
+        own = self.task.timeout or self.state.settings.timeout
+        return own if self.outer_limit is None else min(own, self.outer_limit)
 
     def _verify_only(self) -> None:
         results = self._check_all(agent_ran=False, deadline=time.monotonic() + self.time_limit)
