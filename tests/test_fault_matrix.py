@@ -843,3 +843,9 @@ def test_pytest_timeout_limits_a_node_without_killing_the_run(
     verdict = json.loads(run.output.strip().splitlines()[-1])
     assert verdict["summary"].startswith("Track t: 0 of 3 nodes passed; 2 failed")
     project.assert_clean(run)
+
+
+def test_conductor_bus_track_ids_follow_the_same_rule(project: Project) -> None:
+    run = project.conductor_bus("--root", str(project.root), "--track", "../../x", "status")
+    assert run.returncode == 2, run.output
+    one_error_line(run, "track id '../../x' is not usable")
