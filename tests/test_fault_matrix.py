@@ -181,10 +181,18 @@ def assert_gone(pids: list[int], within: float = 2.0) -> None:
     deadline = time.monotonic() + within
     while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    survivors = [p for p in pids if alive(p)]
+    survivors = {p: _cmdline(p) for p in pids if alive(p)}
     for pid in survivors:  # leave nothing to the next test either
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
     assert not survivors, f"processes left behind: {survivors}"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError:
+        return "?"
 
 
 @pytest.fixture
