@@ -542,7 +542,7 @@ def test_readers_recover_every_whole_message_after_any_damage(
             "type": "PING",
             "source": "w",
             "timestamp": "2026-11-28T00:00:00Z",
-            "payload": {"text": text, "nested": {"type": "X"}},
+            "payload": {"text": text, "nested": {"id": "msg-x", "type": "X"}},
         }
         line = json.dumps(envelope, ensure_ascii=False).encode()
         if kind == "whole":
@@ -551,7 +551,9 @@ def test_readers_recover_every_whole_message_after_any_damage(
         elif kind == "torn":
             data += line[: min(cut, len(line) - 1)]
         else:
-            data += text.encode("utf-8", "surrogatepass")[:cut] + b"\n"
+            # Without '"' and '}' garbage cannot complete a torn line into a real message.
+            junk = text.replace('"', "").replace("}", "")
+            data += junk.encode("utf-8", "surrogatepass")[:cut] + b"\n"
     bus.queue_path.write_bytes(data + b"\n")
     assert bus.messages() == expected
 

@@ -284,7 +284,17 @@ def _whole_message_at_end(raw: bytes) -> JSONDict | None:
             value, end = _DECODER.raw_decode(text, start)
         except (ValueError, RecursionError):
             value, end = None, -1
-        if end == len(text) and isinstance(value, dict) and isinstance(value.get("type"), str):
+        if end == len(text) and _is_envelope(value):
             return value
         start = text.find("{", start + 1)
     return None
+
+
+def _is_envelope(value: object) -> bool:
+    """A whole message, not a dict nested in a torn one's payload (``{"type": ...}``)."""
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("id"), str)
+        and isinstance(value.get("type"), str)
+        and "payload" in value
+    )
