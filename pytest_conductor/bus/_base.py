@@ -284,17 +284,16 @@ def _whole_message_at_end(raw: bytes) -> JSONDict | None:
             value, end = _DECODER.raw_decode(text, start)
         except (ValueError, RecursionError):
             value, end = None, -1
-        if end == len(text) and _is_envelope(value):
+        if end == len(text) and isinstance(value, dict) and _is_envelope(value):
             return value
         start = text.find("{", start + 1)
     return None
 
 
-def _is_envelope(value: object) -> bool:
+def _is_envelope(value: JSONDict) -> bool:
     """A whole message, not a dict nested in a torn one's payload (``{"type": ...}``)."""
     return (
-        isinstance(value, dict)
-        and isinstance(value.get("id"), str)
+        isinstance(value.get("id"), str)
         and isinstance(value.get("type"), str)
         and "payload" in value
     )
