@@ -117,6 +117,7 @@ class MessageBus(WorkerStatusPart, FileLocksPart):
         return content.strip() not in {b"", b"{}"}
 
     def _claim_archive(self, stamp: str) -> Path:
+        refuse_symlinks(self.runs_dir)  # the last run's files are not moved out through it
         self.runs_dir.mkdir(exist_ok=True)
         counter = 1
         while True:
