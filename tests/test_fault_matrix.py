@@ -368,9 +368,13 @@ def test_a_termination_signal_ends_the_run_like_ctrl_c(
 @pytest.mark.slow
 def test_a_killed_xdist_worker_leaves_no_criterion_process(project: Project) -> None:
     record = project.pid_dir / "killer"
-    # The criterion starts a background child, then kills the xdist worker running it
-    # (a moment later: the worker records the command's group right after starting it).
-    killer = f"sh -c 'sleep 60 & echo $! >> {record}; sleep 0.5; kill -9 $PPID; wait'"
+    # The criterion starts a background child, then at once kills the xdist worker
+    # running it (maybe before the worker recorded its group: the mark still finds it).
+    # A second one leaves its group first (setsid), out of reach of any group kill.
+    killer = (
+        f"sh -c 'sleep 60 & echo $! >> {record}; setsid sleep 61 & echo $! >> {record}; "
+        "kill -9 $PPID; wait'"
+    )
     project.plan(
         f"""
         dag:

@@ -17,9 +17,11 @@ from typing import IO
 
 from pytest_conductor.util.processes import (
     KILL_GRACE,
+    MARK_ENV,
     GroupRegistry,
     kill_group,
     parent_death_signal,
+    process_mark,
 )
 
 __all__ = ["COMMANDS_DIR", "CommandRun", "command_env", "command_registry", "run_command"]
@@ -79,11 +81,15 @@ def run_command(
     """
     if not root.is_dir():
         return CommandRun(start_error=f"project root is not a directory: {root}")
+    env = dict(env)
+    mark = process_mark()
+    if mark:
+        env[MARK_ENV] = mark
     try:
         proc = subprocess.Popen(
             argv,
             cwd=root,
-            env=dict(env),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -40,10 +40,12 @@ from pytest_conductor.bus import (
 )
 from pytest_conductor.plan.durations import format_duration
 from pytest_conductor.util.processes import (
+    MARK_ENV,
     GroupRecord,
     GroupRegistry,
     kill_group,
     parent_death_signal,
+    process_mark,
 )
 from pytest_conductor.util.timestamps import parse_iso
 
@@ -418,6 +420,9 @@ def _environment(values: Mapping[str, str]) -> dict[str, str]:
         CONDUCTOR_PROMPT_FILE=values["prompt_file"],
         CONDUCTOR_ROOT=values["root"],
     )
+    mark = process_mark()
+    if mark:
+        env[MARK_ENV] = mark
     return env
 
 

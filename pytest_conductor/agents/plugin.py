@@ -40,7 +40,13 @@ from pytest_conductor.agents.dispatch import (
 )
 from pytest_conductor.bus import BusError, BusLockTimeout, MessageBus
 from pytest_conductor.state import ConductorState
-from pytest_conductor.util.processes import GroupRecord, child_pids
+from pytest_conductor.util.processes import (
+    RUN_ENV,
+    GroupRecord,
+    child_pids,
+    kill_marked,
+    new_run_id,
+)
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -113,6 +119,12 @@ class AgentsPlugin:
         self._previous_handlers: dict[int, Any] = {}
         config.stash[AGENTS_KEY] = self
         self._handle_termination()
+        # The run's id marks every command and agent (see util.processes.MARK_ENV); set
+        # by the controller before xdist starts its workers, who inherit it.
+        self._previous_run_id = os.environ.get(RUN_ENV)
+        if not self.is_worker:
+            os.environ[RUN_ENV] = new_run_id()
+        self.run_id = os.environ.get(RUN_ENV, "")
 
     # -- SIGTERM / SIGHUP -----------------------------------------------------------------
 
@@ -289,6 +301,11 @@ class AgentsPlugin:
         self._stop_status_thread()
         self._sweep_end()
         self._restore_signals()
+        if not self.is_worker:
+            if self._previous_run_id is None:
+                os.environ.pop(RUN_ENV, None)
+            else:
+                os.environ[RUN_ENV] = self._previous_run_id
 
     def _sweep_end(self) -> None:
         """At the end the controller kills every agent; a worker only the ones it started
@@ -296,12 +313,16 @@ class AgentsPlugin:
         self._sweep("mine" if self.is_worker else "all")
 
     def _sweep(self, which: str) -> list[GroupRecord]:
-        """Kill the recorded groups ``which`` names; returns the agents among them."""
+        """Kill the recorded groups ``which`` names, then what is left of them by their
+        mark; returns the agents among them."""
+        agents: list[GroupRecord] = []
         with contextlib.suppress(OSError):
             self.commands.sweep(which)
         with contextlib.suppress(OSError):
-            return self.registry.sweep(which)
-        return []
+            agents = self.registry.sweep(which)
+        with contextlib.suppress(OSError):
+            kill_marked(self.run_id, which)
+        return agents
 
 
 @contextlib.contextmanager
