@@ -83,7 +83,14 @@ def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object
         warning = choose_worker_count(config, state.settings.max_workers, width(state.plan.deps))
         if warning is not None:
             config.issue_config_time_warning(ConductorWarning(warning), stacklevel=2)
-    return (yield)
+    # xdist workers run this hook too: the run lock is the controller's.
+    if state is None or hasattr(config, "workerinput") or config.getoption("collectonly", False):
+        return (yield)
+    from pytest_conductor.track.run_lock import hold_run_lock
+
+    # The whole run, session end included, under the track's run lock.
+    with hold_run_lock(state.settings):
+        return (yield)
 
 
 @pytest.hookimpl(trylast=True)  # after the cacheprovider has set config.cache

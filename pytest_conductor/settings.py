@@ -66,7 +66,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--conductor-timeout",
         "conductor_timeout",
-        "an agent still running after this long is killed and its node fails (default: 30m)",
+        "a node's time limit: its agent and then its criteria must be done within it, or "
+        "what still runs is killed and the node fails (default: 30m; a node's own timeout: "
+        "wins; each attempt gets the full limit)",
         ini="conductor_timeout",
         default="30m",
         metavar="DURATION",
@@ -164,9 +166,19 @@ OPTIONS: tuple[Option, ...] = (
         is_flag=True,
     ),
     Option(
+        "--conductor-wait-for-run",
+        "conductor_wait_for_run",
+        "when another run of the track is in progress, wait for it to end instead of "
+        "stopping with a usage error (default: false)",
+        ini="conductor_wait_for_run",
+        default="false",
+        is_flag=True,
+    ),
+    Option(
         "--conductor-command-timeout",
         "conductor_command_timeout",
-        "default timeout of `run` and `pytest` criteria (default: 5m)",
+        "a finer limit for each `run` and `pytest` criterion (default: 5m; a criterion's "
+        "own timeout: wins), within the node's --conductor-timeout",
         ini="conductor_command_timeout",
         default="5m",
         metavar="DURATION",
@@ -224,6 +236,7 @@ class Settings:
     keep_runs: int = 20
     isolation: str = "none"  # one of ISOLATION_MODES
     strict_scope: bool = False
+    wait_for_run: bool = False
 
     @property
     def active(self) -> bool:
@@ -289,19 +302,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
     if os.environ.get(NESTED_ENV):
         track = None  # the nested run of a `pytest` criterion runs the user's tests only
 
-    root_raw, where = _raw(config, _by_dest("conductor_root"))
-    if root_raw is None:
-        root = Path(config.rootpath)
-    else:
-        root = Path(root_raw)
-        if not root.is_absolute():
-            # CLI paths are relative to the invocation dir, ini paths to the ini file's folder.
-            base = config.invocation_params.dir if where.startswith("--") else config.rootpath
-            root = Path(base) / root
-        if not root.is_dir():
-            raise _usage(where, root_raw, "not a directory")
-    root = root.resolve()
-
+    root = _root(config)
     max_workers = _whole_number(config, "conductor_max_workers", minimum=1)
 
     strict = _flag(config, "conductor_strict_prose")
@@ -309,6 +310,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
     strict_nodes = _flag(config, "conductor_strict")
     strict_scope = _flag(config, "conductor_strict_scope")
     isolation = _choice(config, "conductor_isolation", ISOLATION_MODES)
+    wait_for_run = _flag(config, "conductor_wait_for_run")
 
     command_timeout = _duration(config, "conductor_command_timeout")
 
@@ -322,31 +324,16 @@ def resolve_settings(config: pytest.Config) -> Settings:
     retries = _whole_number(config, "conductor_retries", minimum=0)
     metadata_lock_timeout = _duration(config, "conductor_metadata_lock_timeout")
     keep_runs = _whole_number(config, "conductor_keep_runs", minimum=0)
-    graph_raw, _ = _raw(config, _by_dest("conductor_graph"))
-    graph = None
-    if graph_raw is not None:
-        graph = Path(config.invocation_params.dir) / graph_raw
-        if graph.suffix not in (".mmd", ".md", ".dot"):
-            raise _usage("--conductor-graph", graph_raw, "expected a .mmd, .md or .dot file")
-    summary_raw, where = _raw(config, _by_dest("conductor_summary_md"))
-    summary_md = None
-    if summary_raw is not None and summary_raw.strip():
-        # CLI paths are relative to the invocation dir, ini paths to the ini file's folder.
-        base = config.invocation_params.dir if where.startswith("--") else config.rootpath
-        summary_md = Path(base) / summary_raw
+    graph, summary_md = _output_paths(config)
 
     order_raw, where = _raw(config, _by_dest("conductor_checklist_order"))
     checklist_order = str(order_raw).strip().lower()
     if checklist_order not in ("file", "phase"):
         raise _usage(where, str(order_raw), "expected 'file' or 'phase'")
 
-    redo_raw, _ = _raw(config, _by_dest("conductor_redo"))
-    redo = tuple(dict.fromkeys(p.strip() for p in str(redo_raw or "").split(",") if p.strip()))
-    if redo_raw is not None and not redo:
-        raise _usage("--conductor-redo", str(redo_raw), "expected task ids or 'all'")
-
-    if track is not None and not track.strip():
-        raise _usage("--conductor-track", track, "a track id is required")
+    redo = _redo(config)
+    if track is not None:
+        track = _track_id(track)
     return Settings(
         track=track,
         root=root,
@@ -367,7 +354,47 @@ def resolve_settings(config: pytest.Config) -> Settings:
         keep_runs=keep_runs,
         isolation=isolation,
         strict_scope=strict_scope,
+        wait_for_run=wait_for_run,
     )
+
+
+def _root(config: pytest.Config) -> Path:
+    root_raw, where = _raw(config, _by_dest("conductor_root"))
+    if root_raw is None:
+        return Path(config.rootpath).resolve()
+    root = Path(root_raw)
+    if not root.is_absolute():
+        # CLI paths are relative to the invocation dir, ini paths to the ini file's folder.
+        base = config.invocation_params.dir if where.startswith("--") else config.rootpath
+        root = Path(base) / root
+    if not root.is_dir():
+        raise _usage(where, root_raw, "not a directory")
+    return root.resolve()
+
+
+def _output_paths(config: pytest.Config) -> tuple[Path | None, Path | None]:
+    """``--conductor-graph`` and ``--conductor-summary-md``, made absolute."""
+    graph_raw, _ = _raw(config, _by_dest("conductor_graph"))
+    graph = None
+    if graph_raw is not None:
+        graph = Path(config.invocation_params.dir) / graph_raw
+        if graph.suffix not in (".mmd", ".md", ".dot"):
+            raise _usage("--conductor-graph", graph_raw, "expected a .mmd, .md or .dot file")
+    summary_raw, where = _raw(config, _by_dest("conductor_summary_md"))
+    summary_md = None
+    if summary_raw is not None and summary_raw.strip():
+        # CLI paths are relative to the invocation dir, ini paths to the ini file's folder.
+        base = config.invocation_params.dir if where.startswith("--") else config.rootpath
+        summary_md = Path(base) / summary_raw
+    return graph, summary_md
+
+
+def _redo(config: pytest.Config) -> tuple[str, ...]:
+    redo_raw, _ = _raw(config, _by_dest("conductor_redo"))
+    redo = tuple(dict.fromkeys(p.strip() for p in str(redo_raw or "").split(",") if p.strip()))
+    if redo_raw is not None and not redo:
+        raise _usage("--conductor-redo", str(redo_raw), "expected task ids or 'all'")
+    return redo
 
 
 def _choice(config: pytest.Config, dest: str, choices: tuple[str, ...]) -> str:
@@ -376,6 +403,25 @@ def _choice(config: pytest.Config, dest: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise _usage(where, str(raw), "expected " + " or ".join(choices))
     return value
+
+
+def _track_id(raw: str) -> str:
+    """The track id as given, less the trailing '/' tab completion adds; refused when it
+    cannot name a folder under conductor/tracks and an event file (the node id rule)."""
+    from pytest_conductor.util.ids import id_problem
+
+    track = raw.rstrip("/" + os.sep) if raw.strip("/" + os.sep) else raw
+    if not track.strip():
+        raise _usage("--conductor-track", raw, "a track id is required")
+    problem = id_problem(track)
+    if problem:
+        raise _usage(
+            "--conductor-track",
+            raw,
+            f"not usable as a track id ({problem}); a track id is the name of a folder "
+            "under conductor/tracks",
+        )
+    return track
 
 
 def _flag(config: pytest.Config, dest: str) -> bool:

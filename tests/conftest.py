@@ -13,6 +13,13 @@ import pytest
 # (a plan then reads as "no DAG block"). Holding it from the start keeps it one module.
 import yaml  # noqa: F401
 
+# Imported here, before any in-process pytester run, on purpose: pytester restores
+# sys.modules after each run, so a module first imported inside a run is imported afresh
+# by the next. PyYAML's C extension is not: the next run's fresh ``yaml.nodes`` classes are
+# not the ones libyaml builds, and every plan reads as "no DAG block". (The plugin imports
+# the plan reader lazily, so nothing else imports it before the first run.)
+import pytest_conductor.plan.reader  # noqa: F401
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 PlanWriter = Callable[..., Path]

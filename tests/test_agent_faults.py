@@ -94,6 +94,7 @@ def fault_plan(script: str, extra: str = "") -> str:
           script: {{sleep: 0}}
         - id: "solo"
           name: "Independent"
+          timeout: "60s"  # its own limit: a short --conductor-timeout is for "bad" only
           acceptance:
             - exists: "solo.txt"
           script: {{sleep: 0.2, heartbeat_every: 0.1, write: {{solo.txt: "ok"}}}}

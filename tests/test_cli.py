@@ -195,7 +195,7 @@ def test_flags_override_the_environment(bus: MessageBus, agent: dict[str, str]) 
 
 def test_a_bad_progress_value_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["heartbeat", "--progress", "abc", "--bus", "x", "--worker", "w"]) == 2
-    assert "invalid float value: 'abc'" in capsys.readouterr().err
+    assert "progress must be a number, not 'abc'" in capsys.readouterr().err
 
 
 def test_post(bus: MessageBus, agent: dict[str, str]) -> None:

@@ -18,8 +18,10 @@ from pathlib import Path
 from pytest_conductor.acceptance.commands import command_env, run_command
 from pytest_conductor.acceptance.criteria import PROSE, Criterion, command_argv, exists_paths
 from pytest_conductor.acceptance.paths import GLOB_CHARS, glob_inside, inside_root, lexical_escape
+from pytest_conductor.acceptance.search import search_file
 from pytest_conductor.plan.durations import format_duration, parse_duration
 from pytest_conductor.util.nested import NESTED_ENV
+from pytest_conductor.util.processes import GroupRegistry
 
 __all__ = ["NESTED_ENV", "CheckContext", "CheckResult", "check", "format_failure"]
 
@@ -45,6 +47,10 @@ class CheckContext:
     strict_prose: bool = False
     default_timeout: float = 300.0
     env: Mapping[str, str] | None = None
+    #: Where running commands are recorded, so another process can kill them (optional).
+    registry: GroupRegistry | None = None
+    #: ``time.monotonic()`` by which the whole node must be done (its timeout), if any.
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,12 @@ def check(criterion: Criterion, ctx: CheckContext) -> CheckResult:
             f"no builtin check for acceptance kind '{criterion.kind}'; an extension must answer it"
         )
     start = time.monotonic()
-    result = checker(criterion, ctx)
+    try:
+        result = checker(criterion, ctx)
+    except (OSError, ValueError) as exc:
+        # What plan reading could not foresee (the tree changed, an OS limit) fails this
+        # criterion with one line instead of a traceback in the node's report.
+        result = CheckResult(criterion, False, "a criterion that can be checked", _oneline(exc))
     return dataclasses.replace(result, duration=time.monotonic() - start)
 
 
@@ -124,14 +135,23 @@ def _check_command(
         # The nested run is for the user's tests: even if PYTEST_ADDOPTS names a track,
         # it must not run the track again (and again, inside that run).
         env[NESTED_ENV] = "1"
-    run = run_command(argv, ctx.root, env, limit)
+    node_left = _time_left(ctx)
+    if node_left is not None and node_left <= limit:
+        if node_left <= 0:
+            return CheckResult(criterion, False, expected, "not run: the node's time was up")
+        limit, why = node_left, " (the node's time limit)"
+    else:
+        why = ""
+    run = run_command(
+        argv, ctx.root, env, limit, registry=ctx.registry, label=f"criterion-{ctx.task_id}"
+    )
     if run.start_error:
         return CheckResult(criterion, False, expected, run.start_error)
     lines = run.output.splitlines()
     tail = "\n".join(lines[-_TAIL_LINES:])
     if run.timed_out:
         return CheckResult(
-            criterion, False, expected, f"timed out after {format_duration(limit)}", tail
+            criterion, False, expected, f"timed out after {format_duration(limit)}{why}", tail
         )
     code = run.returncode
     if code == 0:
@@ -189,17 +209,20 @@ def _check_contains(criterion: Criterion, ctx: CheckContext) -> CheckResult:
         return CheckResult(criterion, False, expected, "file missing")
     if not target.is_file():
         return CheckResult(criterion, False, expected, "not a file")
-    try:
-        text = target.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        return CheckResult(criterion, False, expected, f"cannot read: {exc.strerror or exc}")
-    match = re.search(pattern, text, re.MULTILINE)
-    if match:
-        line = text.count("\n", 0, match.start()) + 1
-        return CheckResult(criterion, True, expected, f"match at {path}:{line}")
-    count = len(text.splitlines())
+    limit = _time_left(ctx)
+    limit = ctx.default_timeout if limit is None else min(limit, ctx.default_timeout)
+    if limit <= 0:
+        return CheckResult(criterion, False, expected, "not run: the node's time was up")
+    # In a child process: a pathological pattern must not hang the run (see search.py).
+    found = search_file(
+        target, pattern, limit, registry=ctx.registry, label=f"search-{ctx.task_id}"
+    )
+    if found.problem:
+        return CheckResult(criterion, False, expected, found.problem)
+    if found.line:
+        return CheckResult(criterion, True, expected, f"match at {path}:{found.line}")
     return CheckResult(
-        criterion, False, expected, f"no match for /{pattern}/ in {path} ({count} lines)"
+        criterion, False, expected, f"no match for /{pattern}/ in {path} ({found.lines} lines)"
     )
 
 
@@ -266,6 +289,15 @@ def format_failure(results: Sequence[CheckResult]) -> str:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _time_left(ctx: CheckContext) -> float | None:
+    return None if ctx.deadline is None else ctx.deadline - time.monotonic()
+
+
+def _oneline(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"cannot check it: {text[:200]}"
 
 
 def _signal_name(number: int) -> str:

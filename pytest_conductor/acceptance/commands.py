@@ -15,9 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from pytest_conductor.util.processes import KILL_GRACE, kill_group
+from pytest_conductor.util.processes import (
+    KILL_GRACE,
+    MARK_ENV,
+    GroupRegistry,
+    kill_group,
+    parent_death_signal,
+    process_mark,
+)
 
-__all__ = ["CommandRun", "command_env", "run_command"]
+__all__ = ["COMMANDS_DIR", "CommandRun", "command_env", "command_registry", "run_command"]
+
+#: The bus subfolder where running criterion commands are recorded (one JSON file each),
+#: so that the controller can kill those of an xdist worker that died, and every one
+#: left at the end of the run.
+COMMANDS_DIR = "commands"
 
 # Bytes of command output kept in memory; the tail is all a report needs.
 _TAIL_BYTES = 256 * 1024
@@ -49,19 +61,41 @@ def command_env(base: Mapping[str, str] | None, extra: object) -> dict[str, str]
     return env
 
 
-def run_command(argv: list[str], root: Path, env: Mapping[str, str], timeout: float) -> CommandRun:
-    """Run ``argv`` in its own session; kill its whole process group on timeout."""
+def command_registry(bus_dir: Path) -> GroupRegistry:
+    return GroupRegistry(bus_dir / COMMANDS_DIR)
+
+
+def run_command(
+    argv: list[str],
+    root: Path,
+    env: Mapping[str, str],
+    timeout: float,
+    *,
+    registry: GroupRegistry | None = None,
+    label: str = "command",
+) -> CommandRun:
+    """Run ``argv`` in its own session; kill its whole process group on timeout.
+
+    With ``registry``, the group is recorded there while it runs (as ``label``), so that
+    another process can kill it if this one dies first.
+    """
     if not root.is_dir():
         return CommandRun(start_error=f"project root is not a directory: {root}")
+    env = dict(env)
+    mark = process_mark()
+    if mark:
+        env[MARK_ENV] = mark
     try:
         proc = subprocess.Popen(
             argv,
             cwd=root,
-            env=dict(env),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # Runs in the child before exec; only a prctl() call, safe with threads.
+            preexec_fn=parent_death_signal(),  # noqa: PLW1509
         )
     except FileNotFoundError:
         return CommandRun(start_error=f"command not found: {argv[0]}")
@@ -69,6 +103,26 @@ def run_command(argv: list[str], root: Path, env: Mapping[str, str], timeout: fl
         return CommandRun(start_error=f"command not executable: {argv[0]}")
     except OSError as exc:
         return CommandRun(start_error=f"cannot start {argv[0]}: {exc.strerror or exc}")
+    except ValueError as exc:  # an embedded NUL byte, in an argument or the environment
+        return CommandRun(start_error=f"cannot start {argv[0]!r}: {exc}")
+    name = f"{label}-{proc.pid}"
+    try:
+        if registry is not None:
+            # Recorded right after the start: only a process killed in the few
+            # milliseconds in between could leave a group nobody knows of (its leader
+            # still dies with it, by the parent-death signal).
+            try:
+                registry.add(name, proc.pid, {"command": argv[0]})
+            except BaseException:
+                kill_group(proc)  # unrecorded, it could outlive a crash of this process
+                raise
+        return _wait(proc, timeout)
+    finally:
+        if registry is not None:
+            registry.remove(name)
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout: float) -> CommandRun:
     assert proc.stdout is not None  # stdout=PIPE guarantees it
     chunks: collections.deque[bytes] = collections.deque()
     # A reader thread rather than communicate(): a background grandchild may hold the pipe

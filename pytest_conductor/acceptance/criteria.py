@@ -7,6 +7,7 @@ the criteria when the node runs is :mod:`pytest_conductor.acceptance.checks`.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from pytest_conductor.acceptance.paths import GLOB_CHARS, inside_root, lexical_escape
 from pytest_conductor.plan.durations import parse_duration
+from pytest_conductor.util.ids import MAX_ID_LENGTH, id_problem
 
 __all__ = [
     "BUILTIN_KINDS",
@@ -40,6 +42,10 @@ _EXTRA_KEYS: dict[str, frozenset[str]] = {
 }
 
 _EVENT_TYPE = re.compile(r"[A-Z_]+")
+# Limits the operating system puts on a path (Linux: NAME_MAX and PATH_MAX, in bytes).
+_NAME_MAX = 255
+_PATH_MAX = 4096
+_MAX_EVENT_TYPE = _NAME_MAX - MAX_ID_LENGTH - len("_.event")
 
 
 class CriterionError(ValueError):
@@ -177,6 +183,12 @@ def _validate_builtin(kind: str, spec: Mapping[str, object], root: Path | None) 
         raise CriterionError(
             f"{kind}: unexpected key(s) {names}; keys besides '{kind}': {accepted}"
         )
+    # What the operating system will refuse later (a NUL byte in an argument, a path or an
+    # environment value; text that cannot be encoded) is refused here, while the plan is
+    # read, rather than as a traceback when the node runs.
+    for key, item in spec.items():
+        if key != "pattern":  # a regular expression may match a NUL byte
+            _validate_text(kind, key, item)
     value = spec[kind]
     if kind in ("run", "pytest"):
         _validate_command(kind, value)
@@ -210,6 +222,23 @@ def _validate_builtin(kind: str, spec: Mapping[str, object], root: Path | None) 
             task = spec["task"]
             if not isinstance(task, str) or not task.strip():
                 raise CriterionError("event: 'task' must be a task id (a non-empty string)")
+            problem = id_problem(task)
+            if problem:
+                raise CriterionError(
+                    f"event: task {task[:40]!r} cannot name a bus event file ({problem})"
+                )
+            name = f"{value}_{task}.event"
+            if len(name.encode()) > _NAME_MAX:
+                raise CriterionError(
+                    f"event: {value}_<task>.event is {len(name.encode())} bytes long; "
+                    f"a file name holds at most {_NAME_MAX}"
+                )
+        elif len(value) > _MAX_EVENT_TYPE:
+            # With the node's own id (up to MAX_ID_LENGTH), <TYPE>_<id>.event must still fit.
+            raise CriterionError(
+                f"event: the event type is {len(value)} characters long; "
+                f"at most {_MAX_EVENT_TYPE} fit in a bus event file name"
+            )
 
 
 def _validate_command(kind: str, value: object) -> None:
@@ -265,7 +294,34 @@ def _validate_exists_value(value: object) -> list[str]:
     return paths
 
 
+def _validate_text(kind: str, key: str, value: object) -> None:
+    """Every string in ``value`` (nested lists and mappings too) can reach the OS."""
+    if isinstance(value, str):
+        what = f"{kind}:" if key == kind else f"{kind}: {key}"
+        if "\0" in value:
+            raise CriterionError(f"{what} {value!r} contains a NUL byte, which no OS call accepts")
+        try:
+            value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raise CriterionError(f"{what} is not valid text (a lone surrogate)") from None
+    elif isinstance(value, Mapping):
+        for name, item in value.items():
+            _validate_text(kind, key, name)
+            _validate_text(kind, key, item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _validate_text(kind, key, item)
+
+
 def _validate_path(kind: str, path: str, root: Path | None) -> None:
+    size = len(os.fsencode(path))
+    if size > _PATH_MAX:
+        raise CriterionError(f"{kind}: a path is {size} bytes long; at most {_PATH_MAX} fit")
+    long_part = next((p for p in path.split("/") if len(os.fsencode(p)) > _NAME_MAX), None)
+    if long_part is not None:
+        raise CriterionError(
+            f"{kind}: {long_part[:20]}... is longer than a file name can be ({_NAME_MAX} bytes)"
+        )
     problem = lexical_escape(path)
     if problem:
         raise CriterionError(f"{kind}: {problem}")

@@ -31,14 +31,22 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pytest_conductor.bus import BusError, BusLockTimeout, MessageBus
+from pytest_conductor.bus import (
+    BusError,
+    BusLockTimeout,
+    MessageBus,
+    SymlinkRefused,
+    refuse_symlinks,
+)
 from pytest_conductor.bus.forward import forwarded_to, request_lock
 from pytest_conductor.plan.durations import format_duration
 from pytest_conductor.util.processes import (
+    MARK_ENV,
     GroupRecord,
     GroupRegistry,
     kill_group,
     parent_death_signal,
+    process_mark,
 )
 from pytest_conductor.util.timestamps import parse_iso
 
@@ -50,6 +58,7 @@ __all__ = [
     "AgentJob",
     "AgentResult",
     "TemplateError",
+    "Terminated",
     "agent_registry",
     "bus_cli",
     "log_path",
@@ -61,6 +70,7 @@ __all__ = [
     "run_agent",
     "running_line",
     "set_aside_events",
+    "termination_signals",
 ]
 
 PLACEHOLDERS = ("prompt_file", "task_id", "track", "worker_id", "bus", "root")
@@ -225,6 +235,12 @@ class _Attempt:
     def run(self, on_wait: Callable[[], None] | None, grace: float) -> AgentResult:
         job = self.job
         self.bus.init()
+        try:
+            # Not through a link an agent may have put in the bus folder (it could point
+            # outside the project).
+            refuse_symlinks(self.prompt.parent, self.log.parent, self.prompt, self.log)
+        except SymlinkRefused as exc:
+            return self.result(f"agent not started: {exc}", None, ())
         self.prompt.parent.mkdir(parents=True, exist_ok=True)
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.prompt.write_text(job.prompt_text, encoding="utf-8")
@@ -419,6 +435,9 @@ def _environment(values: Mapping[str, str], unblocks: Sequence[str] = ()) -> dic
         # Ids are plain words ([A-Za-z0-9._-]): one space between them is unambiguous.
         CONDUCTOR_UNBLOCKS=" ".join(unblocks),
     )
+    mark = process_mark()
+    if mark:
+        env[MARK_ENV] = mark
     return env
 
 
@@ -460,8 +479,13 @@ def _signal_name(number: int) -> str:
         return str(number)
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP arrived while an agent ran: end like Ctrl-C, agents included."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: end like Ctrl-C, agents and commands included."""
+
+
+def termination_signals() -> list[signal.Signals]:
+    """The signals that end a run as Ctrl-C does: SIGTERM, and SIGHUP where it exists."""
+    return [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
 
 
 @contextlib.contextmanager
@@ -477,17 +501,17 @@ def _interrupt_on_termination() -> Iterator[None]:
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        raise _Terminated(f"terminated by {_signal_name(signum)}")
+        raise Terminated(f"terminated by {_signal_name(signum)}")
 
     replaced: dict[int, Any] = {}
-    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-        if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
+    for sig in termination_signals():
+        if signal.getsignal(sig) == signal.SIG_DFL:
             replaced[sig] = signal.signal(sig, handler)
     try:
         yield
     finally:
-        for sig, previous in replaced.items():
-            signal.signal(sig, previous)
+        for number, previous in replaced.items():
+            signal.signal(number, previous)
 
 
 # --------------------------------------------------------------------------- retries

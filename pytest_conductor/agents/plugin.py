@@ -21,22 +21,35 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_conductor.acceptance.commands import command_registry
 from pytest_conductor.agents.dispatch import (
     TemplateError,
+    Terminated,
     agent_registry,
     parse_template,
     running_line,
+    termination_signals,
 )
 from pytest_conductor.bus import BusError, BusLockTimeout, MessageBus
 from pytest_conductor.state import ConductorState
-from pytest_conductor.util.processes import GroupRecord
+from pytest_conductor.util.processes import (
+    RUN_ENV,
+    GroupRecord,
+    child_pids,
+    kill_marked,
+    new_run_id,
+)
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 __all__ = [
     "AGENTS_KEY",
@@ -96,9 +109,58 @@ class AgentsPlugin:
         self.interval = _interval()
         self.is_worker = hasattr(config, "workerinput")
         self.registry = agent_registry(state.settings.bus_dir)
+        # Criterion commands (and pattern searches) are recorded apart from agents: they
+        # are killed the same way but are not shown as running agents.
+        self.commands = command_registry(state.settings.bus_dir)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.terminated_by = ""
+        self._raise_on_signal = True
+        self._previous_handlers: dict[int, Any] = {}
         config.stash[AGENTS_KEY] = self
+        self._handle_termination()
+        # The run's id marks every command and agent (see util.processes.MARK_ENV); set
+        # by the controller before xdist starts its workers, who inherit it.
+        self._previous_run_id = os.environ.get(RUN_ENV)
+        if not self.is_worker:
+            os.environ[RUN_ENV] = new_run_id()
+        self.run_id = os.environ.get(RUN_ENV, "")
+
+    # -- SIGTERM / SIGHUP -----------------------------------------------------------------
+
+    def _handle_termination(self) -> None:
+        """Make SIGTERM and SIGHUP end the run as Ctrl-C does (CI runners and ``timeout``
+        send TERM; a closed terminal sends HUP).
+
+        Their default action ends the process at once, skipping every clean-up. Only in
+        the main thread (the only one that can handle signals) and only where nobody
+        installed a handler of their own.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in termination_signals():
+            if signal.getsignal(sig) == signal.SIG_DFL:
+                self._previous_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        first = not self.terminated_by
+        self.terminated_by = self.terminated_by or name
+        if first and not self.is_worker:
+            # xdist workers share our process group only when a terminal or `timeout`
+            # signalled the whole group; tell them too, so each stops its node (and the
+            # commands it runs) now rather than at xdist's shutdown timeout.
+            for pid in child_pids(os.getpid()):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
+        if self._raise_on_signal:
+            raise Terminated(f"terminated by {name}")
+
+    def _restore_signals(self) -> None:
+        for sig, previous in self._previous_handlers.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(sig, previous)
+        self._previous_handlers.clear()
 
     # -- the live status ------------------------------------------------------------------
 
@@ -144,12 +206,19 @@ class AgentsPlugin:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
         dsession = self.config.pluginmanager.get_plugin("dsession")
-        if self.dispatching and not self.is_worker and dsession is not None:
+        # Also in verify-only runs: the thread kills the criterion commands of a worker
+        # that died.
+        if not self.is_worker and dsession is not None:
             self._start_status_thread(dsession)
         try:
             return (yield)
         finally:
             self._stop_status_thread()
+            if not self.is_worker:
+                # From here on the session end writes the verdict and metadata.json: a
+                # signal is recorded (the run reports itself interrupted), not raised in
+                # the middle of a write.
+                self._raise_on_signal = False
 
     def _start_status_thread(self, dsession: Any) -> None:
         """Under xdist: a controller thread that prints status lines and sweeps agents
@@ -210,7 +279,14 @@ class AgentsPlugin:
             )
 
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        self._raise_on_signal = False
         self._sweep_end()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: object, error: object) -> None:
+        """An xdist worker ended; if it died, what it started dies with it now."""
+        if error is not None:
+            self._sweep("dead-owner")
 
     @pytest.hookimpl(wrapper=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> Generator[None, object, object]:
@@ -224,6 +300,12 @@ class AgentsPlugin:
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self._stop_status_thread()
         self._sweep_end()
+        self._restore_signals()
+        if not self.is_worker:
+            if self._previous_run_id is None:
+                os.environ.pop(RUN_ENV, None)
+            else:
+                os.environ[RUN_ENV] = self._previous_run_id
 
     def _sweep_end(self) -> None:
         """At the end the controller kills every agent; a worker only the ones it started
@@ -231,9 +313,16 @@ class AgentsPlugin:
         self._sweep("mine" if self.is_worker else "all")
 
     def _sweep(self, which: str) -> list[GroupRecord]:
+        """Kill the recorded groups ``which`` names, then what is left of them by their
+        mark; returns the agents among them."""
+        agents: list[GroupRecord] = []
         with contextlib.suppress(OSError):
-            return self.registry.sweep(which)
-        return []
+            self.commands.sweep(which)
+        with contextlib.suppress(OSError):
+            agents = self.registry.sweep(which)
+        with contextlib.suppress(OSError):
+            kill_marked(self.run_id, which)
+        return agents
 
 
 @contextlib.contextmanager

@@ -6,7 +6,12 @@
 
 from __future__ import annotations
 
-from pytest_conductor.bus._files import BusLockTimeout, atomic_write
+from pytest_conductor.bus._files import (
+    BusLockTimeout,
+    SymlinkRefused,
+    atomic_write,
+    refuse_symlinks,
+)
 from pytest_conductor.bus._model import (
     MESSAGE_TYPES,
     WORKER_STATES,
@@ -30,7 +35,9 @@ __all__ = [
     "LockInfo",
     "LockResult",
     "MessageBus",
+    "SymlinkRefused",
     "atomic_write",
     "normalize_lock_path",
+    "refuse_symlinks",
     "unlock_event_name",
 ]

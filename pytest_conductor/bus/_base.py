@@ -15,7 +15,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pytest_conductor.bus._files import BusLock, append_line, atomic_write, copy_aside
+from pytest_conductor.bus._files import (
+    BusLock,
+    append_line,
+    atomic_write,
+    copy_aside,
+    refuse_symlinks,
+)
 from pytest_conductor.bus._model import (
     BusError,
     BusWarning,
@@ -118,9 +124,13 @@ class BusBase:
         }
         try:
             text = json.dumps(envelope, ensure_ascii=False, allow_nan=False)
+            line = (text + "\n").encode("utf-8")
+        except UnicodeEncodeError:
+            raise BusError(f"payload of {type} is not valid UTF-8 text") from None
         except (TypeError, ValueError) as error:
             raise BusError(f"payload of {type} is not JSON: {error}") from None
-        line = (text + "\n").encode("utf-8")
+        except RecursionError:
+            raise BusError(f"payload of {type} is nested too deeply") from None
         # The locked section is one open/write/close: nothing is read or parsed.
         with self._locked(QUEUE):
             append_line(self._queue_file, line)
@@ -155,9 +165,9 @@ class BusBase:
         if message is not None:
             return message
         # A writer that died mid-line leaves a fragment that the next post is appended
-        # to; the message behind the fragment is whole and worth saving.
-        start = raw.find(b'{"id": ', 1)
-        salvaged = _loads_message(raw[start:]) if start > 0 else None
+        # to (two dead writers, two fragments); the message behind them is whole and
+        # worth saving.
+        salvaged = _whole_message_at_end(raw)
         key = (number, raw)
         if key not in self._reported_lines:
             self._reported_lines.add(key)
@@ -174,6 +184,10 @@ class BusBase:
         lock_file = self._lock_files.get(name)
         if lock_file is None:
             lock_file = self._lock_files[name] = str(self.path / f".{name}.lock")
+        # Every write holds one of these locks: checked here, a folder or file swapped
+        # for a link mid-run is never written through (the queue and the lock files are
+        # also opened with O_NOFOLLOW; JSON and event files are renamed over, not opened).
+        refuse_symlinks(self.path, self.path / name)
         lock = BusLock(lock_file, self.lock_timeout)
         try:
             lock.acquire()
@@ -208,9 +222,9 @@ class BusBase:
             return {}
         try:
             value = json.loads(raw)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:
             data: dict[str, Any] = {}
-            problems = [f"not JSON ({error})"]
+            problems = [f"not JSON ({error or 'nested too deeply'})"]
         else:
             if isinstance(value, dict):
                 data, problems = clean(value)
@@ -246,8 +260,40 @@ class BusBase:
 def _loads_message(raw: bytes) -> JSONDict | None:
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply to read
         return None
     if isinstance(value, dict) and isinstance(value.get("type"), str):
         return value
     return None
+
+
+_DECODER = json.JSONDecoder()
+# A damaged line is searched from each '{' for a message running to the line's end; the
+# number of starts tried is bounded so that a long line of garbage stays cheap.
+_MAX_STARTS = 256
+
+
+def _whole_message_at_end(raw: bytes) -> JSONDict | None:
+    """The whole message that ends ``raw`` after any amount of damage before it, or None."""
+    text = raw.decode("utf-8", "replace").rstrip()
+    start = text.find("{", 1)
+    for _ in range(_MAX_STARTS):
+        if start < 0:
+            return None
+        try:
+            value, end = _DECODER.raw_decode(text, start)
+        except (ValueError, RecursionError):
+            value, end = None, -1
+        if end == len(text) and isinstance(value, dict) and _is_envelope(value):
+            return value
+        start = text.find("{", start + 1)
+    return None
+
+
+def _is_envelope(value: JSONDict) -> bool:
+    """A whole message, not a dict nested in a torn one's payload (``{"type": ...}``)."""
+    return (
+        isinstance(value.get("id"), str)
+        and isinstance(value.get("type"), str)
+        and "payload" in value
+    )

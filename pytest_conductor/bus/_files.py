@@ -12,8 +12,10 @@ to five workers and their agents). The rules that keep readers safe:
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import stat
 import time
 from pathlib import Path
 from types import TracebackType
@@ -22,7 +24,15 @@ import filelock
 
 from pytest_conductor.util.atomic import atomic_write
 
-__all__ = ["BusLock", "BusLockTimeout", "append_line", "atomic_write", "copy_aside"]
+__all__ = [
+    "BusLock",
+    "BusLockTimeout",
+    "SymlinkRefused",
+    "append_line",
+    "atomic_write",
+    "copy_aside",
+    "refuse_symlinks",
+]
 
 # filelock >= 3.30 exposes the bare lock primitive on a descriptor we own. A FileLock
 # object costs ~0.2 ms per acquire in filelock 4.x (frame bookkeeping, registries),
@@ -37,6 +47,34 @@ _LONGEST_WAIT = 0.01
 
 class BusLockTimeout(TimeoutError):
     """Another process held a bus lock for longer than the bus is willing to wait."""
+
+
+class SymlinkRefused(OSError):
+    """A bus folder or file is a symbolic link: nothing is written through it.
+
+    Everything the bus writes is its own; a link there (an agent can make one mid-run)
+    could point anywhere, outside the project too.
+    """
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+def refuse_symlinks(*paths: str | Path) -> None:
+    """Raise :class:`SymlinkRefused` when one of ``paths`` is a symbolic link.
+
+    Only the paths themselves are looked at (``lstat``), not the folders above them: a
+    project that lives under a linked folder is fine.
+    """
+    for path in paths:
+        try:
+            mode = os.lstat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if stat.S_ISLNK(mode):
+            raise SymlinkRefused(
+                errno.ELOOP, "is a symbolic link; the bus does not write through links", str(path)
+            )
 
 
 class BusLock:
@@ -68,7 +106,7 @@ class BusLock:
         if _lock_descriptor is None:
             self._acquire_with_filelock()
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_own(self.path, os.O_RDWR | os.O_CREAT)
         try:
             deadline = time.monotonic() + self.timeout
             wait = _FIRST_WAIT
@@ -118,13 +156,25 @@ def append_line(path: str | Path, data: bytes) -> None:
     The caller holds the file's lock. A short write (disk full, signal) is finished under
     that same lock so the line still ends up whole and unbroken.
     """
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = _open_own(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
         written = os.write(fd, data)
         while written < len(data):
             written += os.write(fd, data[written:])
     finally:
         os.close(fd)
+
+
+def _open_own(path: str | Path, flags: int) -> int:
+    """Open a file of the bus itself, never through a symbolic link."""
+    try:
+        return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise SymlinkRefused(
+                errno.ELOOP, "is a symbolic link; the bus does not write through links", str(path)
+            ) from None
+        raise
 
 
 def copy_aside(path: Path, stamp: str) -> Path:

@@ -37,7 +37,7 @@ from pytest_conductor.bus._base import (
     VERDICT,
     WORKER_STATUS,
 )
-from pytest_conductor.bus._files import append_line, atomic_write, copy_aside
+from pytest_conductor.bus._files import append_line, atomic_write, copy_aside, refuse_symlinks
 from pytest_conductor.bus._model import (
     BusError,
     JSONDict,
@@ -51,6 +51,9 @@ from pytest_conductor.bus.workers import WorkerStatusPart
 from pytest_conductor.util.timestamps import format_iso
 
 __all__ = ["ROTATED_NAMES", "RUN_EVENT_KINDS", "MessageBus"]
+
+# The longest file name (Linux NAME_MAX, bytes): an event name longer than this cannot exist.
+_NAME_MAX = 255
 
 #: What belongs to one run and moves to ``runs/<stamp>/`` when the next run starts
 #: (of ``events/``, only the event files of :data:`RUN_EVENT_KINDS`).
@@ -85,6 +88,7 @@ class MessageBus(WorkerStatusPart, FileLocksPart):
 
     def init(self) -> None:
         """Create the bus files that are missing; keep every file already there."""
+        refuse_symlinks(self.path, self.events_dir)  # before mkdir creates anything in them
         self.path.mkdir(parents=True, exist_ok=True)
         self.events_dir.mkdir(exist_ok=True)
         with self._locked(QUEUE):
@@ -173,6 +177,7 @@ class MessageBus(WorkerStatusPart, FileLocksPart):
         return content.strip() not in {b"", b"{}"}
 
     def _claim_archive(self, stamp: str) -> Path:
+        refuse_symlinks(self.runs_dir)  # the last run's files are not moved out through it
         self.runs_dir.mkdir(exist_ok=True)
         counter = 1
         while True:
@@ -215,7 +220,10 @@ class MessageBus(WorkerStatusPart, FileLocksPart):
 
     @staticmethod
     def _event_name(type: str, task_id: str) -> str:
-        return f"{check_type(type)}_{check_id(task_id, 'task id')}.event"
+        name = f"{check_type(type)}_{check_id(task_id, 'task id')}.event"
+        if len(name.encode()) > _NAME_MAX:
+            raise BusError(f"event file name {name[:40]}... is longer than {_NAME_MAX} bytes")
+        return name
 
     def find_deadlock(self) -> list[str] | None:
         """A cycle of tasks each waiting for a lock the next one holds, e.g. ``[a, b, a]``.
@@ -338,6 +346,7 @@ class MessageBus(WorkerStatusPart, FileLocksPart):
         """Post ``PARALLEL_COMPLETE`` and write ``PARALLEL_COMPLETE_<track>.event`` (PASS/FAIL)."""
         check_id(track, "track id")
         verdict = "PASS" if passed else "FAIL"
+        self._event_name("PARALLEL_COMPLETE", track)
         message = self.post("PARALLEL_COMPLETE", {"track": track, "status": verdict})
         self.write_event("PARALLEL_COMPLETE", track, verdict)
         return message
@@ -345,7 +354,13 @@ class MessageBus(WorkerStatusPart, FileLocksPart):
     def _finish(
         self, kind: str, task_id: str, payload: JSONDict, content: str, worker_id: str | None
     ) -> JSONDict:
-        # Message first, event second: whoever sees the event finds the message too.
+        # Message first, event second: whoever sees the event finds the message too. So
+        # everything the event needs is checked first: a post is whole or not at all.
+        self._event_name(kind, task_id)
+        try:
+            content.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BusError(f"{kind} text is not valid UTF-8 (a lone surrogate)") from None
         message = self.post(kind, payload)
         self.write_event(kind, task_id, content)
         if worker_id is not None:

@@ -51,15 +51,34 @@ def cmd_init(ctx: Context) -> int:
 
 
 def cmd_post(ctx: Context) -> int:
+    text, where = _payload_text(ctx)
     try:
-        payload = json.loads(ctx.args.payload)
+        payload = json.loads(text)
     except ValueError as error:
-        raise UsageError(f"--payload is not valid JSON ({error}): {ctx.args.payload!r}") from None
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        raise UsageError(f"{where} is not valid JSON ({error}): {shown!r}") from None
+    except RecursionError:
+        raise UsageError(f"{where} is nested too deeply") from None
     if not isinstance(payload, dict):
         raise UsageError('--payload must be a JSON object, e.g. \'{"task_id": "1.1"}\'')
     message = ctx.bus().post(ctx.args.type, payload)
     print(message["id"])
     return EXIT_OK
+
+
+def _payload_text(ctx: Context) -> tuple[str, str]:
+    """The payload's JSON text and where it came from (for messages)."""
+    source = ctx.args.payload_file
+    if source is None:
+        return str(ctx.args.payload), "--payload"
+    try:
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as error:
+        raise UsageError(f"--payload-file {source}: {error.strerror or error}") from None
+    try:
+        return data.decode("utf-8"), f"--payload-file {source}"
+    except UnicodeDecodeError:
+        raise UsageError(f"--payload-file {source} is not valid UTF-8 text") from None
 
 
 def cmd_heartbeat(ctx: Context) -> int:

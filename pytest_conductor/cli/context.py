@@ -84,6 +84,11 @@ class Context:
             return Path(value)
         track, root = self.option("track", "CONDUCTOR_TRACK"), self.root
         if track and root:
+            from pytest_conductor.util.ids import id_problem
+
+            problem = id_problem(track)
+            if problem:
+                raise UsageError(f"track id {track!r} is not usable ({problem})")
             return root / "conductor" / "tracks" / track / ".message-bus"
         raise UsageError(
             "the bus folder is needed: set CONDUCTOR_BUS or pass --bus "

@@ -13,9 +13,11 @@ hold), 2 usage error (missing variable, bad JSON), 3 lock held by another worker
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from pytest_conductor.bus import BusError, BusLockTimeout
 from pytest_conductor.cli.commands import (
@@ -62,6 +64,61 @@ __all__ = [
 
 Command = Callable[[Context], int]
 
+#: Set to show the traceback of an internal error instead of one line.
+DEBUG_ENV = "CONDUCTOR_BUS_DEBUG"
+
+# The longest lock lifetime and the longest interval a person would mean (ten years, one
+# day): larger numbers overflow the timestamps they are added to.
+_MAX_TTL = 10 * 365 * 86400.0
+_MAX_INTERVAL = 86400.0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (the usage block is what ``--help`` is for)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _seconds(limit: float, what: str) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds above zero and at most ``limit``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{what} must be a number of seconds, not {text!r}"
+            ) from None
+        if not math.isfinite(value) or value <= 0 or value > limit:
+            raise argparse.ArgumentTypeError(
+                f"{what} must be a number of seconds above 0 and at most {limit:g}, not {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"progress must be a number, not {text!r}") from None
+    if not math.isfinite(value) or not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"progress must be between 0 and 100, not {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, not {text!r}")
+    return value
+
+
 _COMMON_HELP = {
     "bus": "bus folder (default: $CONDUCTOR_BUS)",
     "task": "task id (default: $CONDUCTOR_TASK_ID)",
@@ -77,35 +134,12 @@ def _add_common(parser: argparse.ArgumentParser, default: object) -> None:
         group.add_argument(f"--{name}", default=default, metavar=name.upper(), help=text)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Talk to a pytest-conductor message bus: report progress, take file "
-        "locks, watch a run.",
-        epilog="examples:\n"
-        "  conductor-bus heartbeat --progress 40\n"
-        "  conductor-bus lock src/stores/data-store.ts\n"
-        "  conductor-bus complete --commit $(git rev-parse HEAD)\n"
-        "  conductor-bus watch\n\n"
-        "exit status: 0 done, 1 not done, 2 usage error, 3 lock held by another worker",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _add_common(parser, None)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+#: ``command(name, func, summary, example)`` in :func:`build_parser`: adds one subcommand.
+AddCommand = Callable[[str, Command, str, str], argparse.ArgumentParser]
 
-    def command(name: str, func: Command, summary: str, example: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(
-            name,
-            help=summary,
-            description=summary,
-            epilog=f"example:\n  {example}",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        # SUPPRESS: a flag given before the command must survive the subparser's defaults.
-        _add_common(p, argparse.SUPPRESS)
-        p.set_defaults(func=func)
-        return p
 
+def _add_agent_commands(command: AddCommand) -> None:
+    """The commands an agent runs to report: init, post, heartbeat, …, lock, unlock."""
     command(
         "init",
         cmd_init,
@@ -120,7 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
         """conductor-bus post PROGRESS --payload '{"task_id": "1.1", "progress_pct": 50}'""",
     )
     p.add_argument("type", metavar="TYPE", help="message type, e.g. PROGRESS")
-    p.add_argument("--payload", default="{}", metavar="JSON", help="payload, a JSON object")
+    payload = p.add_mutually_exclusive_group()
+    payload.add_argument("--payload", default="{}", metavar="JSON", help="payload, a JSON object")
+    payload.add_argument(
+        "--payload-file",
+        metavar="PATH",
+        help="read the payload from a file ('-': standard input), for payloads larger than "
+        "one argument can hold",
+    )
 
     p = command(
         "heartbeat",
@@ -128,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         "tell the dispatcher this worker is alive",
         "conductor-bus heartbeat --progress 40",
     )
-    p.add_argument("--progress", type=float, metavar="N", help="progress in percent (0-100)")
+    p.add_argument("--progress", type=_percent, metavar="N", help="progress in percent (0-100)")
 
     p = command(
         "progress",
@@ -136,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         "record progress and post a PROGRESS message",
         'conductor-bus progress 60 --note "writing tests"',
     )
-    p.add_argument("pct", type=float, metavar="N", help="progress in percent (0-100)")
+    p.add_argument("pct", type=_percent, metavar="N", help="progress in percent (0-100)")
     p.add_argument("--note", default="", help="what the worker is doing now")
 
     p = command(
@@ -184,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH", help="file path relative to the project root")
     p.add_argument(
         "--ttl",
-        type=float,
+        type=_seconds(_MAX_TTL, "--ttl"),
         default=1800.0,
         metavar="S",
         help="seconds until the lock expires (default 1800)",
@@ -198,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("path", metavar="PATH", help="file path relative to the project root")
 
+
+def _add_reader_commands(command: AddCommand) -> None:
+    """The commands a person or an orchestrator runs to read the bus."""
     p = command(
         "locks", cmd_locks, "list file locks, active and expired", "conductor-bus locks --active"
     )
@@ -210,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the JSON itself")
     p.add_argument(
         "--stale-after",
-        type=float,
+        type=_seconds(_MAX_TTL, "--stale-after"),
         default=DEFAULT_STALE_AFTER,
         metavar="S",
         help="flag RUNNING workers silent this long (default 600)",
@@ -225,13 +269,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-n",
         "--lines",
-        type=int,
+        type=_count,
         default=10,
         metavar="N",
         help="how many lines to print first (default 10)",
     )
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    p.add_argument("--interval", type=float, default=0.2, metavar="S", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--interval",
+        type=_seconds(_MAX_INTERVAL, "--interval"),
+        default=0.2,
+        metavar="S",
+        help=argparse.SUPPRESS,
+    )
 
     p = command(
         "watch",
@@ -241,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--interval",
-        type=float,
+        type=_seconds(_MAX_INTERVAL, "--interval"),
         default=2.0,
         metavar="S",
         help="seconds between frames (default 2)",
@@ -249,14 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="print one frame and exit")
     p.add_argument(
         "--stale-after",
-        type=float,
+        type=_seconds(_MAX_TTL, "--stale-after"),
         default=DEFAULT_STALE_AFTER,
         metavar="S",
         help="flag RUNNING workers silent this long (default 600)",
     )
     p.add_argument(
         "--messages",
-        type=int,
+        type=_count,
         default=10,
         metavar="N",
         help="how many recent messages to show (default 10)",
@@ -276,6 +326,39 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="REV",
         help="only tracks whose folder, or whose nodes' files, changed since REV (git)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Talk to a pytest-conductor message bus: report progress, take file "
+        "locks, watch a run.",
+        epilog="examples:\n"
+        "  conductor-bus heartbeat --progress 40\n"
+        "  conductor-bus lock src/stores/data-store.ts\n"
+        "  conductor-bus complete --commit $(git rev-parse HEAD)\n"
+        "  conductor-bus watch\n\n"
+        "exit status: 0 done, 1 not done, 2 usage error, 3 lock held by another worker",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_common(parser, None)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, func: Command, summary: str, example: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        # SUPPRESS: a flag given before the command must survive the subparser's defaults.
+        _add_common(p, argparse.SUPPRESS)
+        p.set_defaults(func=func)
+        return p
+
+    _add_agent_commands(command)
+    _add_reader_commands(command)
     return parser
 
 
@@ -289,9 +372,13 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(args, args.command)
     func: Command = args.func
     try:
+        _check_text(args)
         status = func(ctx)
     except (UsageError, BusError) as error:
-        print(f"{PROG} {ctx.command}: error: {error}", file=sys.stderr)
+        print(f"{PROG} {ctx.command}: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_USAGE
+    except RecursionError:
+        print(f"{PROG} {ctx.command}: error: data nested too deeply", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:
         # The reader went away (``conductor-bus tail -f | head``): stop quietly, and
@@ -300,14 +387,53 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_FAILED
     except (BusLockTimeout, OSError) as error:
-        print(f"{PROG} {ctx.command}: error: {error}", file=sys.stderr)
+        print(f"{PROG} {ctx.command}: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except Exception as error:  # the last line of defence: one line, never a traceback
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(
+            f"{PROG} {ctx.command}: internal error: {type(error).__name__}: {_one_line(error)} "
+            f"(set {DEBUG_ENV}=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     finally:
         if ctx.opened is not None:
             print_warnings(ctx.opened)
     return status
+
+
+def _check_text(args: argparse.Namespace) -> None:
+    """Every text argument and CONDUCTOR_* variable can be written as UTF-8 JSON.
+
+    The shell hands over bytes; invalid UTF-8 arrives as lone surrogates, which no bus
+    file can hold. Refused here, before anything is written.
+    """
+    for name, value in vars(args).items():
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if isinstance(item, str) and not _encodable(item):
+                flag = name.replace("_", "-")
+                raise UsageError(f"--{flag} (or the {flag} argument) is not valid UTF-8 text")
+    for name, value in os.environ.items():
+        if name.startswith("CONDUCTOR_") and not _encodable(value):
+            raise UsageError(f"environment variable {name} is not valid UTF-8 text")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")[:500]
 
 
 if __name__ == "__main__":

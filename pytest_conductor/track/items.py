@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
@@ -17,6 +18,7 @@ from pytest_conductor.acceptance import (
     format_failure,
 )
 from pytest_conductor.acceptance import check as check_builtin
+from pytest_conductor.acceptance.commands import command_registry
 from pytest_conductor.acceptance.status import (
     DISPATCH,
     FAIL,
@@ -140,6 +142,8 @@ class TaskItem(pytest.Item):
         self.user_properties.append(("task_id", task.id))
         if self.state.unchecked(task.id):
             self.user_properties.append(("unchecked", "true"))
+        #: A tighter limit set from outside (pytest-timeout's ``--timeout``), if any.
+        self.outer_limit: float | None = None
 
     @property
     def state(self) -> ConductorState:
@@ -168,6 +172,13 @@ class TaskItem(pytest.Item):
         else:  # verify, or resume a task done earlier: its criteria and commits decide
             self._verify_only(resumed=decision.action == RESUME)
 
+    @property
+    def time_limit(self) -> float:
+        """The node's own ``timeout:``, else ``--conductor-timeout``; pytest-timeout's
+        ``--timeout`` when that is shorter."""
+        own = self.task.timeout or self.state.settings.timeout
+        return own if self.outer_limit is None else min(own, self.outer_limit)
+
     def _verify_only(self, *, resumed: bool = False) -> None:
         criteria = self.state.criteria[self.task.id]
         if self.state.settings.strict and not machine_checkable(criteria):
@@ -176,7 +187,8 @@ class TaskItem(pytest.Item):
                 f"unchecked: {what}, so nothing a machine can check (--conductor-strict); "
                 "add a {run: ...}, {pytest: ...}, {exists: ...} or {contains: ...} criterion"
             )
-        results = [*self._commit_checks(), *self._check_all(agent_ran=False)]
+        deadline = time.monotonic() + self.time_limit
+        results = [*self._commit_checks(), *self._check_all(agent_ran=False, deadline=deadline)]
         if not all(r.passed for r in results):
             raise AcceptanceFailed(results, marked_done=self.task.mark if resumed else None)
         if resumed and self.task.mark is not None:
@@ -190,7 +202,9 @@ class TaskItem(pytest.Item):
             return []
         return commit_results(self.task.mark, self.task.checkpoint, self.state.settings.root)
 
-    def _check_all(self, *, agent_ran: bool, root: Path | None = None) -> list[CheckResult]:
+    def _check_all(
+        self, *, agent_ran: bool, deadline: float, root: Path | None = None
+    ) -> list[CheckResult]:
         settings = self.state.settings
         context = CheckContext(
             root=root or settings.root,
@@ -199,6 +213,8 @@ class TaskItem(pytest.Item):
             agent_ran=agent_ran,
             strict_prose=settings.strict_prose,
             default_timeout=settings.command_timeout,
+            registry=command_registry(settings.bus_dir),
+            deadline=deadline,
         )
         criteria = self.state.criteria[self.task.id]
         results = [self._check(criterion, context) for criterion in criteria]
@@ -247,6 +263,8 @@ class TaskItem(pytest.Item):
                 self.user_properties, [("worker_id", worker_id), ("attempts", str(attempt))]
             )
             workspace.before_attempt(attempt)
+            # One time limit for the attempt: the agent, then its criteria in what is left.
+            deadline = time.monotonic() + self.time_limit
             result = run_agent(
                 self._job(template, worker_id, attempt, attempts, previous, workspace=workspace),
                 on_wait=agents_waiter(self.config),
@@ -254,7 +272,7 @@ class TaskItem(pytest.Item):
             workspace.after_agent(worker_id, attempt)
             checks: list[CheckResult] = []
             if not result.failed:
-                checks = self._check_all(agent_ran=True, root=workspace.root)
+                checks = self._check_all(agent_ran=True, deadline=deadline, root=workspace.root)
                 if all(c.passed for c in checks):
                     workspace.integrate()
                     _set_status(self.bus, worker_id, self.task.id, "COMPLETED")
@@ -297,7 +315,7 @@ class TaskItem(pytest.Item):
         settings = state.settings
         task = self.task
         group = next((g.id for g in state.plan.groups if task.id in g.tasks), None)
-        timeout = task.timeout or settings.timeout
+        timeout = self.time_limit
         root = workspace.root
         prompt = render_prompt(
             PromptInput(

@@ -15,6 +15,7 @@ from pytest_conductor.acceptance import (
     parse_criteria,
 )
 from pytest_conductor.acceptance.commits import git_available
+from pytest_conductor.acceptance.paths import lexical_escape
 from pytest_conductor.acceptance.status import implicit_criteria
 from pytest_conductor.plan.checklist import load_track_plan
 from pytest_conductor.plan.reader import Plan, PlanError, PlanProblem
@@ -31,6 +32,7 @@ __all__ = [
     "load_state",
     "node_resources",
     "node_weights",
+    "resource_problems",
 ]
 
 # Keys in the pytest cache: last outcomes (--lf, deselected deps) and measured durations.
@@ -67,15 +69,38 @@ def check_criteria(
     criteria: dict[str, list[Criterion]] = {}
     problems: list[PlanProblem] = []
     for node in plan.nodes:
-        try:
-            criteria[node.id] = parse_criteria(
-                list(node.acceptance), extra_kinds=extra_kinds, root=root
-            ) or implicit_criteria(node.files)
-        except CriterionError as exc:
-            problems.append(PlanProblem(f"node {node.id}: acceptance: {exc}", node.line))
+        parsed: list[Criterion] = []
+        # Entry by entry, so that every bad entry of a node is reported in one round.
+        for index, entry in enumerate(node.acceptance, 1):
+            try:
+                parsed += parse_criteria(entry, extra_kinds=extra_kinds, root=root)
+            except CriterionError as exc:
+                where = f"acceptance #{index}" if len(node.acceptance) > 1 else "acceptance"
+                problems.append(PlanProblem(f"node {node.id}: {where}: {exc}", node.line))
+        criteria[node.id] = parsed or implicit_criteria(node.files)
+    problems.extend(resource_problems(plan))
     if problems:
         raise PlanError(plan.path, problems)
     return criteria
+
+
+def resource_problems(plan: Plan) -> list[PlanProblem]:
+    """``files`` and ``shared_resources`` name paths in the project, like criterion paths:
+    the run locks them and may report them, so one leaving the root is a plan problem."""
+    owners: list[tuple[str, tuple[str, ...], int | None]] = [
+        (f"node {n.id}: files", n.files, n.line) for n in plan.nodes
+    ]
+    owners += [
+        (f"parallel group {g.id}: shared_resources", g.shared_resources, g.line)
+        for g in plan.groups
+    ]
+    problems = []
+    for owner, paths, line in owners:
+        for path in paths:
+            why = "contains a NUL byte" if "\0" in path else lexical_escape(path)
+            if why:
+                problems.append(PlanProblem(f"{owner}: {why}", line))
+    return problems
 
 
 def node_weights(plan: Plan, measured: Mapping[str, float]) -> dict[str, float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,6 +51,22 @@ class TrackPlugin:
         )
         # The user's own tests keep their places; the track's nodes fill theirs in run order.
         session.items[:] = [next(ranked) if isinstance(i, TaskItem) else i for i in session.items]
+
+    # pytest-timeout: a node takes the limit as its own time limit instead of having the
+    # plugin's timer end it. Its "thread" method ends the whole process with os._exit(),
+    # which would leave the node's commands running and the run without a verdict.
+    @pytest.hookimpl(optionalhook=True, tryfirst=True)
+    def pytest_timeout_set_timer(self, item: pytest.Item, settings: Any) -> bool | None:
+        if not isinstance(item, TaskItem):
+            return None
+        limit = getattr(settings, "timeout", None)
+        if isinstance(limit, (int, float)) and limit > 0:
+            item.outer_limit = float(limit)
+        return True
+
+    @pytest.hookimpl(optionalhook=True, tryfirst=True)
+    def pytest_timeout_cancel_timer(self, item: pytest.Item) -> bool | None:
+        return True if isinstance(item, TaskItem) else None
 
     @pytest.hookimpl(tryfirst=True)  # before the skipping plugin evaluates skip marks
     def pytest_runtest_setup(self, item: pytest.Item) -> None:

@@ -14,12 +14,14 @@ killed) can still find and kill it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,13 +30,19 @@ from pytest_conductor.util.atomic import atomic_write
 
 __all__ = [
     "KILL_GRACE",
+    "MARK_ENV",
+    "RUN_ENV",
     "GroupRecord",
     "GroupRegistry",
+    "child_pids",
     "group_running",
     "kill_group",
+    "kill_marked",
     "kill_pgid",
+    "new_run_id",
     "parent_death_signal",
     "process_alive",
+    "process_mark",
     "process_start_time",
     "signal_group",
 ]
@@ -131,6 +139,20 @@ def _stat_fields(pid: int | str) -> list[str] | None:
     _, _, rest = text.rpartition(")")
     fields = rest.split()
     return fields if len(fields) > 19 else None
+
+
+def child_pids(parent: int) -> list[int]:
+    """Live (non-zombie) processes whose parent is ``parent``; empty without /proc."""
+    if not _PROC.is_dir():
+        return []
+    found = []
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(entry.name)
+        if fields is not None and fields[1] == str(parent) and fields[0] not in ("Z", "X"):
+            found.append(int(entry.name))
+    return sorted(found)
 
 
 def process_start_time(pid: int) -> int | None:
@@ -239,6 +261,11 @@ class GroupRegistry:
             started=time.time(),
             info=dict(info or {}),
         )
+        if self.folder.is_symlink():
+            # The folder is the run's own; a link there could point anywhere.
+            raise OSError(
+                errno.ELOOP, "is a symbolic link; not writing through it", str(self.folder)
+            )
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write(self._file(name), (json.dumps(record.to_json()) + "\n").encode())
         return record
@@ -311,3 +338,70 @@ def _read_record(path: Path) -> GroupRecord | None:
 
 def _optional_int(value: object) -> int | None:
     return int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else None
+
+
+# --------------------------------------------------------------------------- marks
+
+#: Set in every command and agent the run starts, and so inherited by everything they
+#: start: ``<run id>/<owner pid>:<owner start time>``. The registry finds a group only
+#: once it is recorded, and only the group; the mark also finds a process started in the
+#: instant before its group was recorded, or one that left the group (``setsid``).
+MARK_ENV = "PYTEST_CONDUCTOR_PROCESS_MARK"
+#: The run's id, set by the controller for itself and its xdist workers.
+RUN_ENV = "PYTEST_CONDUCTOR_RUN"
+
+
+def new_run_id() -> str:
+    return f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def process_mark() -> str:
+    """The mark for a process this one starts now (empty outside a run)."""
+    run = os.environ.get(RUN_ENV, "")
+    if not run:
+        return ""
+    me = os.getpid()
+    return f"{run}/{me}:{process_start_time(me)}"
+
+
+def kill_marked(run: str, which: str = "all") -> list[int]:
+    """SIGKILL the processes marked by run ``run``; returns their pids.
+
+    ``which`` as for :meth:`GroupRegistry.sweep`: ``"all"``, ``"dead-owner"`` (started by
+    a process that is gone, e.g. a crashed xdist worker) or ``"mine"``. Only for
+    leftovers: what is still recorded in a registry is ended gently first, by its sweep.
+    """
+    if not run or not _PROC.is_dir():
+        return []
+    me = os.getpid()
+    prefix = f"{MARK_ENV}={run}/".encode()
+    killed = []
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        owner = _marked_owner(entry, prefix)
+        if owner is None:
+            continue
+        owner_pid, owner_start = owner
+        if which == "mine" and owner_pid != me:
+            continue
+        if which == "dead-owner" and process_alive(owner_pid, owner_start):
+            continue
+        with contextlib.suppress(OSError):
+            os.kill(int(entry.name), signal.SIGKILL)
+            killed.append(int(entry.name))
+    return killed
+
+
+def _marked_owner(entry: Path, prefix: bytes) -> tuple[int, int | None] | None:
+    try:
+        environ = (entry / "environ").read_bytes()
+    except OSError:  # gone, or not ours to read
+        return None
+    for item in environ.split(b"\0"):
+        if item.startswith(prefix):
+            pid, _, start = item[len(prefix) :].decode("ascii", "replace").partition(":")
+            if not pid.isdigit():
+                return None
+            return int(pid), int(start) if start.isdigit() else None
+    return None
