@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pytest_conductor import hookspecs
-from pytest_conductor.settings import add_options, resolve_settings
+from pytest_conductor.settings import add_options, early_settings, resolve_settings
 from pytest_conductor.state import STATE_KEY, get_state
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ __all__ = [
     "pytest_addoption",
     "pytest_cmdline_main",
     "pytest_configure",
+    "pytest_load_initial_conftests",
 ]
 
 
@@ -53,6 +54,40 @@ def _load_state(config: pytest.Config) -> ConductorState | None:
         raise pytest.UsageError(f"conductor: {exc}") from None
     config.stash[STATE_KEY] = state
     return state
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_load_initial_conftests(
+    early_config: pytest.Config, parser: pytest.Parser, args: list[str]
+) -> Generator[None, None, None]:
+    # A wrapper runs before every plain implementation, so plugins that pick an xdist or a
+    # single-process mode here (pytest-cov does) already see the worker count the run will
+    # use; pytest_cmdline_main sets the same count again on the fully parsed options.
+    _choose_workers_early(early_config)
+    return (yield)
+
+
+def _choose_workers_early(config: pytest.Config) -> None:
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER") or not config.pluginmanager.hasplugin("xdist"):
+        return
+    namespace = config.known_args_namespace
+    if not getattr(namespace, "conductor_track", None):
+        return
+    from pytest_conductor.graph.algorithms import width
+    from pytest_conductor.plan.reader import PlanError
+    from pytest_conductor.scheduling.xdist_hooks import choose_worker_count
+    from pytest_conductor.track.loading import TrackError, find_track
+
+    try:
+        settings = early_settings(config)
+        if not settings.active:
+            return
+        plan = find_track(settings)
+    except (pytest.UsageError, TrackError, PlanError, OSError):
+        return  # pytest_cmdline_main reports it, as one usage error
+    choose_worker_count(config, settings.max_workers, width(plan.deps), option=namespace)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -5,13 +5,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 
 from pytest_conductor.plan.durations import parse_duration
 from pytest_conductor.util.nested import NESTED_ENV
 
-__all__ = ["OPTIONS", "Option", "Settings", "add_options", "resolve_settings"]
+__all__ = [
+    "OPTIONS",
+    "Option",
+    "Settings",
+    "add_options",
+    "early_settings",
+    "resolve_settings",
+]
 
 
 @dataclass(frozen=True)
@@ -166,7 +174,44 @@ def add_options(parser: pytest.Parser) -> None:
             parser.addini(opt.ini, opt.help, default=opt.default)
 
 
-def _raw(config: pytest.Config, opt: Option) -> tuple[str | None, str]:
+class _ConfigView(Protocol):
+    """What resolving options reads of a config: ``pytest.Config``, or :class:`_EarlyView`."""
+
+    @property
+    def rootpath(self) -> Path: ...
+
+    @property
+    def invocation_params(self) -> pytest.Config.InvocationParams: ...
+
+    def getoption(self, name: str) -> Any: ...
+
+    def getini(self, name: str) -> Any: ...
+
+
+class _EarlyView:
+    """A config before pytest has parsed the command line into ``config.option``: the
+    options come from ``known_args_namespace``, which pytest fills before it calls
+    ``pytest_load_initial_conftests``."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self._config = config
+
+    @property
+    def rootpath(self) -> Path:
+        return self._config.rootpath
+
+    @property
+    def invocation_params(self) -> pytest.Config.InvocationParams:
+        return self._config.invocation_params
+
+    def getoption(self, name: str) -> Any:
+        return getattr(self._config.known_args_namespace, name, None)
+
+    def getini(self, name: str) -> Any:
+        return self._config.getini(name)
+
+
+def _raw(config: _ConfigView, opt: Option) -> tuple[str | None, str]:
     """The value as text and where it came from, for error messages."""
     value = config.getoption(opt.dest)
     if value is not None:
@@ -186,7 +231,7 @@ def _usage(where: str, value: str, why: str) -> pytest.UsageError:
     return pytest.UsageError(f"{where}={value!r}: {why}")
 
 
-def resolve_settings(config: pytest.Config) -> Settings:
+def resolve_settings(config: _ConfigView) -> Settings:
     """Resolve every option once; a bad value is a UsageError naming option and value."""
     track, _ = _raw(config, _by_dest("conductor_track"))
     if os.environ.get(NESTED_ENV):
@@ -247,7 +292,13 @@ def resolve_settings(config: pytest.Config) -> Settings:
     )
 
 
-def _duration(config: pytest.Config, dest: str) -> float:
+def early_settings(config: pytest.Config) -> Settings:
+    """The settings as far as the command line and ini files give them, for hooks that run
+    before pytest has parsed the command line (``pytest_load_initial_conftests``)."""
+    return resolve_settings(_EarlyView(config))
+
+
+def _duration(config: _ConfigView, dest: str) -> float:
     raw, where = _raw(config, _by_dest(dest))
     try:
         return parse_duration(str(raw))
@@ -255,7 +306,7 @@ def _duration(config: pytest.Config, dest: str) -> float:
         raise _usage(where, str(raw), str(exc)) from None
 
 
-def _whole_number(config: pytest.Config, dest: str, *, minimum: int) -> int:
+def _whole_number(config: _ConfigView, dest: str, *, minimum: int) -> int:
     raw, where = _raw(config, _by_dest(dest))
     try:
         value = int(str(raw))

@@ -4,12 +4,16 @@ Register this module only when xdist is present (``config.pluginmanager.hasplugi
 each hook is inert without ``--conductor-track``. xdist's own hooks are declared
 ``optionalhook=True`` so that the module also loads with ``-p no:xdist``.
 
-:func:`choose_worker_count` is for the plugin's ``pytest_cmdline_main`` wrapper: it must
-run before xdist's tryfirst ``pytest_cmdline_main`` turns ``-n`` into ``--tx``.
+:func:`choose_worker_count` is for the plugin's ``pytest_load_initial_conftests`` and
+``pytest_cmdline_main`` wrappers: it must run before xdist's tryfirst
+``pytest_cmdline_main`` turns ``-n`` into ``--tx``, and before plugins that decide between
+an xdist and a single-process mode as soon as they start (pytest-cov does so in its own
+``pytest_load_initial_conftests``).
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
@@ -96,8 +100,13 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, objec
             scheduler.finish_session()
 
 
-def choose_worker_count(config: pytest.Config, cap: int, width: int) -> str | None:
+def choose_worker_count(
+    config: pytest.Config, cap: int, width: int, *, option: argparse.Namespace | None = None
+) -> str | None:
     """Set xdist's worker count for a track run; returns a warning to show, or None.
+
+    ``option`` is the namespace to read and change: ``config.option`` by default, or
+    ``config.known_args_namespace`` before pytest has parsed the whole command line.
 
     - no ``-n``: ``min(cap, width)`` workers; in-process when that is 1 (a worker process
       costs start-up time and a chain gains nothing from it);
@@ -109,13 +118,14 @@ def choose_worker_count(config: pytest.Config, cap: int, width: int) -> str | No
     Leaves everything alone on xdist workers, without xdist, with ``--tx`` given by hand,
     under ``--collect-only`` and under ``--pdb`` (which xdist refuses to distribute).
     """
-    option = config.option
+    if option is None:
+        option = config.option
     if hasattr(config, "workerinput") or not hasattr(option, "numprocesses"):
         return None
     requested = option.numprocesses
     wanted = max(1, min(cap, width))
     if requested is None:
-        if option.tx or config.getoption("collectonly", False) or config.getoption("usepdb"):
+        if option.tx or getattr(option, "collectonly", False) or getattr(option, "usepdb", False):
             return None
         if wanted > 1:
             option.numprocesses = wanted
