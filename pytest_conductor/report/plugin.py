@@ -43,7 +43,7 @@ from pytest_conductor.report.metadata import (
 )
 from pytest_conductor.report.record import execution_record
 from pytest_conductor.report.summary import RunFacts, collect_only_lines, summary_lines
-from pytest_conductor.report.verdict import Verdict, decide
+from pytest_conductor.report.verdict import Verdict, decide, exit_status
 from pytest_conductor.state import ConductorState
 from pytest_conductor.util.timestamps import utc_now_iso
 
@@ -211,6 +211,10 @@ class ReportPlugin:
             track=str(state.settings.track),
             files_changed=self._files_changed(config),
             interrupted=interrupted,
+        )
+        # A blocked node is a skip to pytest: without this a FAIL verdict could exit 0.
+        session.exitstatus = exit_status(
+            self.verdict, nodes_selected=len(state.selected), pytest_status=session.exitstatus
         )
         # metadata.json first, the PARALLEL_COMPLETE event last: an orchestrator that
         # polls for the event then finds the metadata and the verdict already written.
