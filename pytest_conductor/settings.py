@@ -122,6 +122,15 @@ OPTIONS: tuple[Option, ...] = (
         default="5m",
         metavar="DURATION",
     ),
+    Option(
+        "--conductor-junit-properties",
+        "conductor_junit_properties",
+        "where --junitxml gets each node's properties: testcase (under <testcase>, pytest's "
+        "record_property form) or none (strict Jenkins xunit schema) (default: testcase)",
+        ini="conductor_junit_properties",
+        default="testcase",
+        metavar="testcase|none",
+    ),
 )
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -141,6 +150,7 @@ class Settings:
     retries: int = 0
     graph: Path | None = None
     metadata_lock_timeout: float = 30.0
+    junit_properties: str = "testcase"  # testcase | none
 
     @property
     def active(self) -> bool:
@@ -275,6 +285,11 @@ def resolve_settings(config: _ConfigView) -> Settings:
         if graph.suffix not in (".mmd", ".md", ".dot"):
             raise _usage("--conductor-graph", graph_raw, "expected a .mmd, .md or .dot file")
 
+    junit_raw, where = _raw(config, _by_dest("conductor_junit_properties"))
+    junit = str(junit_raw).strip().lower()
+    if junit not in ("testcase", "none"):
+        raise _usage(where, str(junit_raw), "expected testcase or none")
+
     if track is not None and not track.strip():
         raise _usage("--conductor-track", track, "a track id is required")
     return Settings(
@@ -289,6 +304,7 @@ def resolve_settings(config: _ConfigView) -> Settings:
         retries=retries,
         graph=graph,
         metadata_lock_timeout=metadata_lock_timeout,
+        junit_properties=junit,
     )
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_conductor.acceptance.checks import NodeFailure
 from pytest_conductor.bus import MessageBus
 from pytest_conductor.graph.algorithms import critical_path, dependents
 from pytest_conductor.plan.reader import Node
@@ -51,6 +52,9 @@ __all__ = ["ReportPlugin"]
 
 # Set by the dispatcher (track/items.py) in dispatch mode, per attempt.
 _DISPATCHER_KEYS = ("worker_id", "attempts")
+# A failed node's report names the kind of what failed (JUnit's failure type) in this
+# attribute: report attributes travel from xdist workers with the report.
+_FAILURE_TYPE = "conductor_failure_type"
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -80,6 +84,7 @@ class ReportPlugin:
         self._collect_only = False
         self._interrupted = False
         self._spans: dict[str, tuple[float, float]] = {}
+        self._failure_types: dict[str, str] = {}  # task -> criterion kind, or "agent"
 
     # -- session start -------------------------------------------------------------------
 
@@ -112,6 +117,8 @@ class ReportPlugin:
             # properties from the last (teardown) report.
             set_properties(item.user_properties, props)
             set_properties(report.user_properties, props)
+            if report.failed and call.excinfo and isinstance(call.excinfo.value, NodeFailure):
+                setattr(report, _FAILURE_TYPE, call.excinfo.value.kind)
         return report
 
     def _properties(
@@ -167,6 +174,9 @@ class ReportPlugin:
             return
         if report.failed:
             self.events.record_error(task, error_text(report))
+            kind = getattr(report, _FAILURE_TYPE, None)
+            if isinstance(kind, str):
+                self._failure_types[task] = kind
         outcome = self.state.outcomes.get(task)
         self._emit(task, outcome.status if outcome is not None else report.outcome)
 
@@ -322,6 +332,8 @@ class ReportPlugin:
                 classname=classname,
                 derived=derived,
                 properties_of=self._properties,
+                failure_types=self._failure_types,
+                properties=self.state.settings.junit_properties,
             )
 
     # -- terminal --------------------------------------------------------------------------

@@ -48,5 +48,5 @@ def execution_record(
         failed_workers=len(failed),
         blocked_tasks=[t for t in selected if statuses.get(t) == "blocked"],
         parallel_groups_completed=completed_groups(plan_groups(plan), effective),
-        failed_tasks={t: first_reason(errors.get(t, "failed")) for t in failed},
+        failed_tasks={t: first_reason(errors.get(t, "failed"), t) for t in failed},
     )
