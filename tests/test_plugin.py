@@ -339,6 +339,38 @@ def test_every_problem_of_a_plan_is_reported_at_once(
     )
 
 
+def test_graph_and_acceptance_problems_are_reported_in_one_round(
+    pytester: pytest.Pytester, write_plan: PlanWriter
+) -> None:
+    """A cycle or an unknown id does not hide a mistyped criterion: all come at once."""
+    write_plan(
+        """
+        dag:
+          nodes:
+            - id: a
+              depends_on: [b]
+              acceptance:
+                - exist: src/a.py
+            - id: b
+              depends_on: [a, zz]
+              acceptance:
+                - run: "make test"
+                  timout: 5m
+        """
+    )
+    result = run(pytester, "--conductor-track=t")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: conductor:*plan.md: 4 problems",
+            "  - line 6: cycle: a -> b -> a",
+            "  - line 6: node a: acceptance: unknown acceptance kind(s) 'exist'*",
+            "  - line 10: node b: acceptance: run: unexpected key(s) 'timout'*",
+            "  - line 11: node b depends on zz, which is not a node in the plan",
+        ]
+    )
+
+
 def test_a_pytest_criterion_does_not_run_the_track_again(
     pytester: pytest.Pytester, write_plan: PlanWriter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
