@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import pytest
 
@@ -33,6 +33,7 @@ class Option:
     default: str | None = None
     metavar: str | None = None
     is_flag: bool = False
+    ini_type: str = "string"  # what `pytest --help` shows: string | bool | int
 
 
 # The single source of truth for options: docs/options.md is checked against this list.
@@ -55,6 +56,7 @@ OPTIONS: tuple[Option, ...] = (
         "conductor_max_workers",
         "at most this many nodes run at once (default: 5)",
         ini="conductor_max_workers",
+        ini_type="int",
         default="5",
         metavar="N",
     ),
@@ -88,6 +90,7 @@ OPTIONS: tuple[Option, ...] = (
         "conductor_retries",
         "re-dispatch a failed node's agent up to N more times (default: 0)",
         ini="conductor_retries",
+        ini_type="int",
         default="0",
         metavar="N",
     ),
@@ -111,6 +114,7 @@ OPTIONS: tuple[Option, ...] = (
         "conductor_strict_prose",
         "fail prose acceptance criteria that no machine can check (default: pass them with a note)",
         ini="conductor_strict_prose",
+        ini_type="bool",
         default="false",
         is_flag=True,
     ),
@@ -129,7 +133,7 @@ OPTIONS: tuple[Option, ...] = (
         "record_property form) or none (strict Jenkins xunit schema) (default: testcase)",
         ini="conductor_junit_properties",
         default="testcase",
-        metavar="testcase|none",
+        metavar="MODE",
     ),
 )
 
@@ -181,7 +185,20 @@ def add_options(parser: pytest.Parser) -> None:
                 opt.flag, dest=opt.dest, default=None, metavar=opt.metavar, help=opt.help
             )
         if opt.ini is not None:
-            parser.addini(opt.ini, opt.help, default=opt.default)
+            parser.addini(opt.ini, opt.help, type=_ini_type(opt), default=opt.default)
+
+
+def _ini_type(opt: Option) -> Literal["string", "bool", "int"]:
+    """The ini type to declare; pytest before 8.4 knows no ``int`` (it is then text,
+    checked by :func:`resolve_settings` all the same)."""
+    if opt.ini_type == "int":
+        return "int" if _INT_INI else "string"
+    return "bool" if opt.ini_type == "bool" else "string"
+
+
+# pytest 8.4 added the `int` ini type; earlier versions reject it in addini.
+_MAJOR, _MINOR = (int(part) for part in pytest.__version__.split(".")[:2])
+_INT_INI = (_MAJOR, _MINOR) >= (8, 4)
 
 
 class _ConfigView(Protocol):
@@ -227,9 +244,16 @@ def _raw(config: _ConfigView, opt: Option) -> tuple[str | None, str]:
     if value is not None:
         return (str(value) if not isinstance(value, bool) else str(value).lower()), opt.flag
     if opt.ini is not None:
-        ini_value = config.getini(opt.ini)
+        try:
+            ini_value = config.getini(opt.ini)
+        # pytest could not read it as its declared type (pytest >= 9.2 says so in a
+        # UsageError that does not name the key).
+        except (ValueError, TypeError, pytest.UsageError) as error:
+            raise pytest.UsageError(f"ini {opt.ini}: {error}") from None
         if ini_value not in (None, ""):
-            return str(ini_value), f"ini {opt.ini}"
+            return (
+                str(ini_value).lower() if isinstance(ini_value, bool) else str(ini_value)
+            ), f"ini {opt.ini}"
     return opt.default, opt.flag
 
 

@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+# Loaded here, before any in-process pytester run: pytester drops the modules a run
+# imported, and a re-imported PyYAML would build its nodes with the classes of the first
+# import (its C extension cannot be re-imported), which the plan reader then misreads.
+import yaml  # noqa: F401
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 PlanWriter = Callable[..., Path]

@@ -32,6 +32,7 @@ __all__ = [
     "choose_worker_count",
     "pytest_configure",
     "pytest_handlecrashitem",
+    "pytest_report_header",
     "pytest_runtestloop",
     "pytest_xdist_make_scheduler",
 ]
@@ -59,6 +60,20 @@ def pytest_configure(config: pytest.Config) -> None:
     elif _distributing(config):
         # Fail on the controller, with one clear message, before any worker starts.
         worker_patch.check_supported()
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    """Say once that ``--dist`` does not apply: the DAG scheduler replaces every mode.
+
+    ``load`` is xdist's own default under ``-n``, so only the other modes are named.
+    """
+    dist = config.getoption("dist", "no")
+    if not _active(config) or not _distributing(config) or dist in ("no", "load"):
+        return None
+    return (
+        f"conductor: --dist {dist} is replaced by the DAG scheduler "
+        "(a node goes to a free worker once its dependencies passed)"
+    )
 
 
 @pytest.hookimpl(optionalhook=True)

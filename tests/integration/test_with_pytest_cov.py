@@ -63,3 +63,17 @@ def test_cov_without_subprocess_measurement_still_gives_a_verdict(
     assert result.ret == 0
     result.stdout.fnmatch_lines(['{"verdict": "PASS"*'])
     assert _total(result.stdout.str()) == "0"  # what docs/running.md explains how to fix
+
+
+def test_cov_and_the_track_in_addopts(
+    pytester: pytest.Pytester, example: Callable[[str], Path], venv_on_path: None
+) -> None:
+    """As CI configurations carry them: xdist workers read addopts too."""
+    example("quickstart")
+    (pytester.path / "pytest.ini").write_text(
+        "[pytest]\ntestpaths = tests\naddopts = --conductor-track=quickstart --cov=src\n"
+    )
+    result = pytester.runpytest_subprocess()
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["*created: 3/3 workers*", '{"verdict": "PASS"*'])
+    assert _total(result.stdout.str()) == "100"
