@@ -354,7 +354,7 @@ def test_terminal_summary(track: pytest.Pytester) -> None:
             "failed: 1.2",
             "blocked: 1.4 <- 1.2 (failed)",
             "blocked: 2.1 <- 1.4 <- 1.2 (failed)",
-            "critical path 1.1 -> 1.2 (*); node phase wall time *",
+            "critical path 1.1 -> 1.2 took * (measured); the nodes took * from first start*",
             "slowest: *",
         ]
     )
@@ -397,6 +397,11 @@ def test_graph_after_a_run_is_coloured_by_outcome(
     for state in ("passed", "failed", "blocked"):
         assert state in text
     result.stdout.fnmatch_lines([f"graph written to {track.path / name}"])
+    # One path: the graph marks the measured one the terminal reports, and says so.
+    reported = next(x for x in result.outlines if x.startswith("critical path "))
+    path = reported.removeprefix("critical path ").split(" took ")[0]
+    shown = path.replace(">", "#gt;") if name.endswith(("mmd", "md")) else path
+    assert f"thick arrows: critical path (measured) {shown}" in text
 
 
 def junit_cases(path: Path) -> dict[str, tuple[str, dict[str, str], list[str]]]:

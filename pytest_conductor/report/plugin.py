@@ -43,7 +43,12 @@ from pytest_conductor.report.metadata import (
     update_metadata,
 )
 from pytest_conductor.report.record import execution_record
-from pytest_conductor.report.summary import RunFacts, collect_only_lines, summary_lines
+from pytest_conductor.report.summary import (
+    RunFacts,
+    collect_only_lines,
+    measured_critical_path,
+    summary_lines,
+)
 from pytest_conductor.report.verdict import Verdict, decide, exit_status
 from pytest_conductor.state import ConductorState
 from pytest_conductor.util.timestamps import utc_now_iso
@@ -282,14 +287,41 @@ class ReportPlugin:
         if path is None:
             return
         chosen = set(state.selected)  # membership only
-        critical = critical_path(
-            {t: d for t, d in state.plan.deps.items() if t in chosen}, state.weights
-        )
+        # After a run, the path the terminal reports (measured); else the planned one.
+        measured = self._measured_path() if statuses is not None else None
+        if measured:
+            critical, label = measured, "measured"
+        else:
+            critical = critical_path(
+                {t: d for t, d in state.plan.deps.items() if t in chosen}, state.weights
+            )
+            label = "planned"
         states = node_states(state.plan.ids, state.selected, statuses, critical)
         with self._guard(f"graph not written to {path}"):
             self.graph_written = write_graph(
-                path, state.plan, states, critical, title=f"track {state.settings.track}"
+                path,
+                state.plan,
+                states,
+                critical,
+                title=f"track {state.settings.track}",
+                critical_label=label,
             )
+
+    def _measured_path(self) -> list[str] | None:
+        found = measured_critical_path(self._facts())
+        return found[0] if found is not None and found[1] > 0 else None
+
+    def _facts(self) -> RunFacts:
+        state = self.state
+        return RunFacts(
+            track=str(state.settings.track),
+            selected=state.selected,
+            deps=state.plan.deps,
+            outcomes=state.outcomes,
+            durations=state.durations,
+            wall_time=self._wall_time(),
+            names={t: n.name for t, n in self.nodes.items()},
+        )
 
     @staticmethod
     def _junit_path(config: pytest.Config) -> Path | None:
@@ -348,16 +380,7 @@ class ReportPlugin:
         if self._collect_only:
             lines = collect_only_lines(state.selected, state.plan.deps, state.weights)
         elif self._running:
-            facts = RunFacts(
-                track=str(state.settings.track),
-                selected=state.selected,
-                deps=state.plan.deps,
-                outcomes=state.outcomes,
-                durations=state.durations,
-                wall_time=self._wall_time(),
-                names={t: n.name for t, n in self.nodes.items()},
-            )
-            lines = summary_lines(facts, verbosity=verbosity)
+            lines = summary_lines(self._facts(), verbosity=verbosity)
         else:
             return
         if self.graph_written is not None and verbosity >= 0:
