@@ -367,7 +367,7 @@ def test_quiet_summary_is_two_lines(track: pytest.Pytester) -> None:
         "conductor t: 2 passed, 1 failed (1.2), 2 blocked (1.4, 2.1)",
         ours[1],
     ]
-    assert ours[1].startswith("conductor critical path 1.1 -> 1.2 (")
+    assert ours[1].startswith("conductor critical path 1.1 -> 1.2 took ")
     result.stdout.no_fnmatch_line("*- conductor -*")
 
 
@@ -380,7 +380,7 @@ def test_collect_only_prints_order_and_critical_path(passing: pytest.Pytester) -
         ]
     )
     graph = (passing.path / "g.mmd").read_text(encoding="utf-8")
-    assert "class n0,n1,n3,n4 critical" in graph
+    assert "class n0,n1,n3,n4,k1 critical" in graph
     assert "passed" not in graph
     assert not bus(passing).exists(), "--collect-only runs nothing and writes no bus"
 

@@ -75,6 +75,8 @@ def test_critical_line_measures_the_nodes_that_ran() -> None:
     )
     same = RunFacts("t", FACTS.selected, DEPS, FACTS.outcomes, FACTS.durations, wall_time=4.5)
     assert str(critical_line(same)).endswith("to last end, as long as the critical path")
+    slow = RunFacts("t", FACTS.selected, DEPS, FACTS.outcomes, FACTS.durations, wall_time=13.5)
+    assert str(critical_line(slow)).endswith("to last end, 3.0 times as long")
     unmeasured = RunFacts("t", FACTS.selected, DEPS, FACTS.outcomes, FACTS.durations)
     assert critical_line(unmeasured) == "critical path 1.3 -> 2.2 took 4.5s (measured)"
     nothing = RunFacts("t", ["1.4"], DEPS, {"1.4": OUTCOMES["1.4"]})

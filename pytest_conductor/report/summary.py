@@ -147,11 +147,13 @@ def critical_line(facts: RunFacts) -> str | None:
     wall = f"the nodes took {_seconds(facts.wall_time)} from first start to last end"
     if weight <= 0:
         return f"{text}; {wall}"
-    extra = facts.wall_time / weight - 1
-    if abs(extra) < 0.005:
+    ratio = facts.wall_time / weight
+    if abs(ratio - 1) < 0.005:
         return f"{text}; {wall}, as long as the critical path"
-    more = "longer" if extra > 0 else "shorter"
-    return f"{text}; {wall}, {abs(extra):.0%} {more}"
+    if ratio >= 2:  # "2868% longer" reads worse than this
+        return f"{text}; {wall}, {ratio:.1f} times as long"
+    more = "longer" if ratio > 1 else "shorter"
+    return f"{text}; {wall}, {abs(ratio - 1):.0%} {more}"
 
 
 def _seconds(value: float) -> str:
