@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pytest_conductor import hookspecs
-from pytest_conductor.settings import add_options, resolve_settings
+from pytest_conductor.settings import add_options, early_settings, resolve_settings
 from pytest_conductor.state import STATE_KEY, get_state
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ __all__ = [
     "pytest_addoption",
     "pytest_cmdline_main",
     "pytest_configure",
+    "pytest_load_initial_conftests",
 ]
 
 
@@ -71,18 +72,54 @@ def _load_state(config: pytest.Config) -> ConductorState | None:
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_load_initial_conftests(
+    early_config: pytest.Config, parser: pytest.Parser, args: list[str]
+) -> Generator[None, None, None]:
+    # A wrapper runs before every plain implementation, so plugins that pick an xdist or a
+    # single-process mode here (pytest-cov does) already see the worker count the run will
+    # use; pytest_cmdline_main sets the same count again on the fully parsed options.
+    _choose_workers_early(early_config)
+    return (yield)
+
+
+def _choose_workers_early(config: pytest.Config) -> None:
+    # Also on an xdist worker (where --conductor-track can only come from addopts): it is
+    # not known to be one yet, and it starts no workers of its own whatever this says.
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    namespace = config.known_args_namespace
+    if not getattr(namespace, "conductor_track", None):
+        return
+    from pytest_conductor.graph.algorithms import width
+    from pytest_conductor.plan.reader import PlanError
+    from pytest_conductor.scheduling.xdist_hooks import choose_worker_count
+    from pytest_conductor.track.loading import TrackError, find_track
+
+    try:
+        settings = early_settings(config)
+        if not settings.active:
+            return
+        plan = find_track(settings)
+    except (pytest.UsageError, TrackError, PlanError, OSError):
+        return  # pytest_cmdline_main reports it, as one usage error
+    choose_worker_count(config, settings.max_workers, width(plan.deps), option=namespace)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object]:
     # Runs before xdist's own cmdline_main turns -n into --tx, so a bad plan fails fast and
     # the worker count can still be chosen from the plan.
     state = _load_state(config)
+    if state is not None and not hasattr(config, "workerinput"):
+        _check_paths(config)
     if state is not None and config.pluginmanager.hasplugin("xdist"):
         from pytest_conductor.graph.algorithms import width
         from pytest_conductor.scheduling.xdist_hooks import choose_worker_count
-        from pytest_conductor.warnings import ConductorWarning
 
+        asked = getattr(config.option, "numprocesses", None)
         warning = choose_worker_count(config, state.settings.max_workers, width(state.plan.deps))
         if warning is not None:
-            config.issue_config_time_warning(ConductorWarning(warning), stacklevel=2)
+            _warn_at_option(config, warning, f"-n {asked}")
     # xdist workers run this hook too: the run lock is the controller's.
     if state is None or hasattr(config, "workerinput") or config.getoption("collectonly", False):
         return (yield)
@@ -91,6 +128,41 @@ def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object
     # The whole run, session end included, under the track's run lock.
     with hold_run_lock(state.settings):
         return (yield)
+
+
+def _check_paths(config: pytest.Config) -> None:
+    """Paths given beside the track must exist, as pytest itself demands, and be reported
+    before anything runs: pytest would say so only while collecting (after the session
+    has started, so after a verdict), and under xdist only from the workers."""
+    if config.args_source != pytest.Config.ArgsSource.ARGS or config.option.pyargs:
+        return  # --pyargs names modules: pytest resolves those itself
+    for arg in config.args:
+        path = arg.partition("[")[0].split("::")[0]
+        if not (config.invocation_params.dir / path).exists():
+            raise pytest.UsageError(f"file or directory not found: {arg}")
+
+
+def _warn_at_option(config: pytest.Config, message: str, option: str) -> None:
+    """A configuration warning about one of the user's options.
+
+    Issued by pytest, so the user's filters (``-W``, ``filterwarnings``) apply, but from
+    a frame named after the option, so the warnings summary points at ``-n 8``, not at
+    this file. Turned into an error by those filters, it is a usage error naming the
+    option, not a traceback.
+    """
+    from pytest_conductor.warnings import ConductorWarning
+
+    def issue() -> None:
+        # stacklevel 3: the frame of the code compiled below, named after the option.
+        config.issue_config_time_warning(ConductorWarning(message), stacklevel=3)
+
+    code = compile("issue()", option, "exec")
+    try:
+        exec(code, {"issue": issue})
+    except ConductorWarning as error:
+        raise pytest.UsageError(
+            f"{error} (a warning, made an error by -W or filterwarnings)"
+        ) from None
 
 
 @pytest.hookimpl(trylast=True)  # after the cacheprovider has set config.cache

@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pytest
 
@@ -16,7 +16,15 @@ from pytest_conductor.util.nested import NESTED_ENV
 if TYPE_CHECKING:  # kept out of the import path of a run without --conductor-track
     from pytest_conductor.plan.reader import Node
 
-__all__ = ["ISOLATION_MODES", "OPTIONS", "Option", "Settings", "add_options", "resolve_settings"]
+__all__ = [
+    "ISOLATION_MODES",
+    "OPTIONS",
+    "Option",
+    "Settings",
+    "add_options",
+    "early_settings",
+    "resolve_settings",
+]
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,7 @@ class Option:
     default: str | None = None
     metavar: str | None = None
     is_flag: bool = False
+    ini_type: str = "string"  # what `pytest --help` shows: string | bool | int
 
 
 # The single source of truth for options: docs/options.md is checked against this list.
@@ -52,6 +61,7 @@ OPTIONS: tuple[Option, ...] = (
         "conductor_max_workers",
         "at most this many nodes run at once (default: 5)",
         ini="conductor_max_workers",
+        ini_type="int",
         default="5",
         metavar="N",
     ),
@@ -87,6 +97,7 @@ OPTIONS: tuple[Option, ...] = (
         "conductor_retries",
         "re-dispatch a failed node's agent up to N more times (default: 0)",
         ini="conductor_retries",
+        ini_type="int",
         default="0",
         metavar="N",
     ),
@@ -127,6 +138,7 @@ OPTIONS: tuple[Option, ...] = (
         "conductor_strict_prose",
         "fail prose acceptance criteria that no machine can check (default: pass them with a note)",
         ini="conductor_strict_prose",
+        ini_type="bool",
         default="false",
         is_flag=True,
     ),
@@ -201,6 +213,15 @@ OPTIONS: tuple[Option, ...] = (
         default="false",
         is_flag=True,
     ),
+    Option(
+        "--conductor-junit-properties",
+        "conductor_junit_properties",
+        "where --junitxml gets each node's properties: testcase (under <testcase>, pytest's "
+        "record_property form) or none (strict Jenkins xunit schema) (default: testcase)",
+        ini="conductor_junit_properties",
+        default="testcase",
+        metavar="MODE",
+    ),
 )
 
 #: Values of --conductor-isolation.
@@ -237,6 +258,7 @@ class Settings:
     isolation: str = "none"  # one of ISOLATION_MODES
     strict_scope: bool = False
     wait_for_run: bool = False
+    junit_properties: str = "testcase"  # testcase | none
 
     @property
     def active(self) -> bool:
@@ -273,18 +295,75 @@ def add_options(parser: pytest.Parser) -> None:
                 opt.flag, dest=opt.dest, default=None, metavar=opt.metavar, help=opt.help
             )
         if opt.ini is not None:
-            parser.addini(opt.ini, opt.help, default=opt.default)
+            parser.addini(opt.ini, opt.help, type=_ini_type(opt), default=opt.default)
 
 
-def _raw(config: pytest.Config, opt: Option) -> tuple[str | None, str]:
+def _ini_type(opt: Option) -> Literal["string", "bool", "int"]:
+    """The ini type to declare; pytest before 8.4 knows no ``int`` (it is then text,
+    checked by :func:`resolve_settings` all the same)."""
+    if opt.ini_type == "int":
+        return "int" if _INT_INI else "string"
+    return "bool" if opt.ini_type == "bool" else "string"
+
+
+# pytest 8.4 added the `int` ini type; earlier versions reject it in addini.
+_MAJOR, _MINOR = (int(part) for part in pytest.__version__.split(".")[:2])
+_INT_INI = (_MAJOR, _MINOR) >= (8, 4)
+
+
+class _ConfigView(Protocol):
+    """What resolving options reads of a config: ``pytest.Config``, or :class:`_EarlyView`."""
+
+    @property
+    def rootpath(self) -> Path: ...
+
+    @property
+    def invocation_params(self) -> pytest.Config.InvocationParams: ...
+
+    def getoption(self, name: str) -> Any: ...
+
+    def getini(self, name: str) -> Any: ...
+
+
+class _EarlyView:
+    """A config before pytest has parsed the command line into ``config.option``: the
+    options come from ``known_args_namespace``, which pytest fills before it calls
+    ``pytest_load_initial_conftests``."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self._config = config
+
+    @property
+    def rootpath(self) -> Path:
+        return self._config.rootpath
+
+    @property
+    def invocation_params(self) -> pytest.Config.InvocationParams:
+        return self._config.invocation_params
+
+    def getoption(self, name: str) -> Any:
+        return getattr(self._config.known_args_namespace, name, None)
+
+    def getini(self, name: str) -> Any:
+        return self._config.getini(name)
+
+
+def _raw(config: _ConfigView, opt: Option) -> tuple[str | None, str]:
     """The value as text and where it came from, for error messages."""
     value = config.getoption(opt.dest)
     if value is not None:
         return (str(value) if not isinstance(value, bool) else str(value).lower()), opt.flag
     if opt.ini is not None:
-        ini_value = config.getini(opt.ini)
+        try:
+            ini_value = config.getini(opt.ini)
+        # pytest could not read it as its declared type (pytest >= 9.2 says so in a
+        # UsageError that does not name the key).
+        except (ValueError, TypeError, pytest.UsageError) as error:
+            raise pytest.UsageError(f"ini {opt.ini}: {error}") from None
         if ini_value not in (None, ""):
-            return str(ini_value), f"ini {opt.ini}"
+            return (
+                str(ini_value).lower() if isinstance(ini_value, bool) else str(ini_value)
+            ), f"ini {opt.ini}"
     return opt.default, opt.flag
 
 
@@ -296,7 +375,7 @@ def _usage(where: str, value: str, why: str) -> pytest.UsageError:
     return pytest.UsageError(f"{where}={value!r}: {why}")
 
 
-def resolve_settings(config: pytest.Config) -> Settings:
+def resolve_settings(config: _ConfigView) -> Settings:
     """Resolve every option once; a bad value is a UsageError naming option and value."""
     track, _ = _raw(config, _by_dest("conductor_track"))
     if os.environ.get(NESTED_ENV):
@@ -332,6 +411,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
         raise _usage(where, str(order_raw), "expected 'file' or 'phase'")
 
     redo = _redo(config)
+    junit = _choice(config, "conductor_junit_properties", ("testcase", "none"))
     if track is not None:
         track = _track_id(track)
     return Settings(
@@ -355,10 +435,11 @@ def resolve_settings(config: pytest.Config) -> Settings:
         isolation=isolation,
         strict_scope=strict_scope,
         wait_for_run=wait_for_run,
+        junit_properties=junit,
     )
 
 
-def _root(config: pytest.Config) -> Path:
+def _root(config: _ConfigView) -> Path:
     root_raw, where = _raw(config, _by_dest("conductor_root"))
     if root_raw is None:
         return Path(config.rootpath).resolve()
@@ -372,7 +453,7 @@ def _root(config: pytest.Config) -> Path:
     return root.resolve()
 
 
-def _output_paths(config: pytest.Config) -> tuple[Path | None, Path | None]:
+def _output_paths(config: _ConfigView) -> tuple[Path | None, Path | None]:
     """``--conductor-graph`` and ``--conductor-summary-md``, made absolute."""
     graph_raw, _ = _raw(config, _by_dest("conductor_graph"))
     graph = None
@@ -389,7 +470,7 @@ def _output_paths(config: pytest.Config) -> tuple[Path | None, Path | None]:
     return graph, summary_md
 
 
-def _redo(config: pytest.Config) -> tuple[str, ...]:
+def _redo(config: _ConfigView) -> tuple[str, ...]:
     redo_raw, _ = _raw(config, _by_dest("conductor_redo"))
     redo = tuple(dict.fromkeys(p.strip() for p in str(redo_raw or "").split(",") if p.strip()))
     if redo_raw is not None and not redo:
@@ -397,7 +478,7 @@ def _redo(config: pytest.Config) -> tuple[str, ...]:
     return redo
 
 
-def _choice(config: pytest.Config, dest: str, choices: tuple[str, ...]) -> str:
+def _choice(config: _ConfigView, dest: str, choices: tuple[str, ...]) -> str:
     raw, where = _raw(config, _by_dest(dest))
     value = str(raw).strip().lower()
     if value not in choices:
@@ -424,7 +505,7 @@ def _track_id(raw: str) -> str:
     return track
 
 
-def _flag(config: pytest.Config, dest: str) -> bool:
+def _flag(config: _ConfigView, dest: str) -> bool:
     raw, where = _raw(config, _by_dest(dest))
     word = str(raw).strip().lower()
     if word not in _TRUE | _FALSE:
@@ -432,7 +513,13 @@ def _flag(config: pytest.Config, dest: str) -> bool:
     return word in _TRUE
 
 
-def _duration(config: pytest.Config, dest: str) -> float:
+def early_settings(config: pytest.Config) -> Settings:
+    """The settings as far as the command line and ini files give them, for hooks that run
+    before pytest has parsed the command line (``pytest_load_initial_conftests``)."""
+    return resolve_settings(_EarlyView(config))
+
+
+def _duration(config: _ConfigView, dest: str) -> float:
     raw, where = _raw(config, _by_dest(dest))
     try:
         return parse_duration(str(raw))
@@ -440,7 +527,7 @@ def _duration(config: pytest.Config, dest: str) -> float:
         raise _usage(where, str(raw), str(exc)) from None
 
 
-def _whole_number(config: pytest.Config, dest: str, *, minimum: int) -> int:
+def _whole_number(config: _ConfigView, dest: str, *, minimum: int) -> int:
     raw, where = _raw(config, _by_dest(dest))
     try:
         value = int(str(raw))

@@ -21,6 +21,7 @@ from pytest_conductor.acceptance import (
     format_failure,
     parse_criteria,
 )
+from pytest_conductor.acceptance.checks import failure_headline
 
 KNOWN = "known kinds: contains, event, exists, pytest, run, (plus prose strings)"
 
@@ -425,3 +426,12 @@ def test_format_failure() -> None:
         "1 of 3 acceptance criteria failed",
     ]
     assert format_failure([passed]) == "0 of 1 acceptance criteria failed"
+
+
+def test_failure_headline_is_the_first_failed_criterion_in_one_line() -> None:
+    passed = CheckResult(one({"exists": "a"}), True, "a exists", "all present")
+    run = CheckResult(one({"run": "make test"}), False, "exit status 0", "exit status 2", "x")
+    missing = CheckResult(one({"exists": "b"}), False, "b exists", "missing: b\nmore")
+    assert failure_headline([passed, run]) == "run: make test: exit status 2"
+    assert failure_headline([missing]) == "exists: b: missing: b"
+    assert failure_headline([passed, run, missing]) == "run: make test: exit status 2 (and 1 more)"

@@ -242,7 +242,8 @@ def test_a_failed_criterion_after_the_agent_shows_the_log_tail(
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            "task a (A):",
+            "a: exists: missing.txt: missing: missing.txt",
+            "",
             "acceptance criterion failed: exists: missing.txt",
             "*agent output (last 30 lines):",
             "    line 21",

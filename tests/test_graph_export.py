@@ -68,17 +68,24 @@ def test_mermaid_after_a_run() -> None:
     assert "    n0 ==> n1\n    n0 --> n2\n    n1 ==> n3\n    n2 --> n3\n" in text
     fill, stroke, _ = STATES["failed"]
     assert f"    classDef failed fill:{fill},stroke:{stroke}" in text
-    assert "    class n1 failed" in text
+    assert "    class n1,k1 failed" in text
     assert "    classDef not_run fill:" in text and "stroke-dasharray" in text
-    assert "    class n2 not_run" in text
+    assert "    class n2,k3 not_run" in text
+    # The legend: one sample per colour used, and which critical path the thick edges are.
+    legend = text[text.index('    subgraph legend["legend"]') : text.index("    end\n")]
+    assert '        k0["passed"]' in legend and '        k3["not run"]' in legend
+    assert "thick arrows: critical path (planned) 1.1 -#gt; 1.2 -#gt; 2.1" in legend
+    measured = to_mermaid(PLAN, states, ["1.1", "1.2"], critical_label="measured")
+    assert "critical path (measured) 1.1 -#gt; 1.2" in measured
 
 
 def test_mermaid_of_the_plan_alone_has_no_outcomes() -> None:
     text = to_mermaid(PLAN, None, ["1.1", "1.3", "2.1"])
     for word in ("passed", "failed", "blocked", "not run"):
         assert word not in text
-    assert "class n0,n2,n3 critical" in text
-    assert "class n1 planned" in text
+    assert "class n0,n2,n3,k1 critical" in text
+    assert "class n1,k0 planned" in text
+    assert 'k1["on the critical path (planned)"]' in text
 
 
 def test_dot() -> None:
@@ -93,6 +100,9 @@ def test_dot() -> None:
     assert '    "1.1" -> "1.2" [penwidth=2.5];' in text
     assert '    "1.1" -> "1.3";' in text
     assert re.search(r'"1\.3" \[label="1\.3\\nnot run".*style="rounded,filled,dashed"\];', text)
+    assert "    subgraph cluster_legend {" in text
+    assert '"legend: failed" [label="failed"' in text
+    assert 'label="thick arrows: critical path (planned) 1.1 -> 1.2"' in text
     assert text.rstrip().endswith("}")
 
 

@@ -325,7 +325,7 @@ def test_bad_ini_value_names_the_ini_key(diamond: pytest.Pytester) -> None:
     diamond.makeini("[pytest]\nconductor_max_workers = many\n")
     result = run(diamond, "--conductor-track=t")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*ini conductor_max_workers='many'*"])
+    result.stderr.fnmatch_lines(["ERROR: ini conductor_max_workers*'many'*"])
 
 
 def test_conductor_root_option(pytester: pytest.Pytester, example: Callable[[str], Path]) -> None:
@@ -349,6 +349,38 @@ def test_every_problem_of_a_plan_is_reported_at_once(
             "  - line 6: node a depends on zz*",
             "  - line 7: duplicate id a*",
             "  - line 8: node id '../x' is not safe*",
+        ]
+    )
+
+
+def test_graph_and_acceptance_problems_are_reported_in_one_round(
+    pytester: pytest.Pytester, write_plan: PlanWriter
+) -> None:
+    """A cycle or an unknown id does not hide a mistyped criterion: all come at once."""
+    write_plan(
+        """
+        dag:
+          nodes:
+            - id: a
+              depends_on: [b]
+              acceptance:
+                - exist: src/a.py
+            - id: b
+              depends_on: [a, zz]
+              acceptance:
+                - run: "make test"
+                  timout: 5m
+        """
+    )
+    result = run(pytester, "--conductor-track=t")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: conductor:*plan.md: 4 problems",
+            "  - line 6: cycle: a -> b -> a",
+            "  - line 6: node a: acceptance: unknown acceptance kind(s) 'exist'*",
+            "  - line 10: node b: acceptance: run: unexpected key(s) 'timout'*",
+            "  - line 11: node b depends on zz, which is not a node in the plan",
         ]
     )
 

@@ -21,6 +21,7 @@ from pytest_conductor.scheduling import xdist_hooks
 from pytest_conductor.scheduling.scheduler import DagScheduling
 from pytest_conductor.settings import Settings
 from pytest_conductor.state import STATE_KEY, ConductorState
+from tests.conftest import PlanWriter
 
 if TYPE_CHECKING:
     from xdist.scheduler import Scheduling
@@ -521,3 +522,56 @@ def test_choose_worker_count_leaves_workers_alone(pytester: pytest.Pytester) -> 
     config.workerinput = {}  # type: ignore[attr-defined]
     assert xdist_hooks.choose_worker_count(config, 5, 3) is None
     assert config.option.numprocesses is None
+
+
+@pytest.mark.parametrize(
+    ("args", "seen"),
+    [
+        ((), 3),  # the plan is 3 wide
+        (("-n", "0"), 0),
+        (("-n", "8"), 5),
+        (("--collect-only",), None),
+    ],
+)
+def test_plugins_starting_early_see_the_worker_count_of_the_run(
+    pytester: pytest.Pytester,
+    write_plan: PlanWriter,
+    args: tuple[str, ...],
+    seen: int | None,
+) -> None:
+    """pytest-cov picks its xdist or single-process mode in pytest_load_initial_conftests,
+    before pytest_cmdline_main: the count must already be chosen there."""
+    write_plan(
+        """
+        dag:
+          nodes:
+            - {id: a, depends_on: []}
+            - {id: b, depends_on: []}
+            - {id: c, depends_on: []}
+        """
+    )
+    pytester.makepyfile(
+        early_probe="""
+        import pytest
+
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_load_initial_conftests(early_config):
+            early_config.stash[KEY] = early_config.known_args_namespace.numprocesses
+
+        KEY = pytest.StashKey()
+        """
+    )
+    pytester.syspathinsert()
+    config = pytester.parseconfig("-p", "early_probe", "--conductor-track=t", *args)
+    import early_probe
+
+    assert config.stash[early_probe.KEY] == seen
+
+
+def test_a_bad_plan_leaves_the_early_choice_to_the_usage_error(
+    pytester: pytest.Pytester, write_plan: PlanWriter
+) -> None:
+    write_plan("dag: [", raw=True)
+    result = pytester.runpytest("--conductor-track=t")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: conductor: *plan.md*"])

@@ -73,8 +73,15 @@ def test_count_line() -> None:
 def test_critical_line_measures_the_nodes_that_ran() -> None:
     # Ran: 1.1 (1s) -> 1.2 (2s); 1.3 (0.5s) -> 2.2 (4s): the heavier chain is 1.3 -> 2.2.
     assert critical_line(FACTS) == (
-        "critical path 1.3 -> 2.2 (4.5s); node phase wall time 5s (1.11x the critical path)"
+        "critical path 1.3 -> 2.2 took 4.5s (measured); "
+        "the nodes took 5s from first start to last end, 11% longer"
     )
+    same = RunFacts("t", FACTS.selected, DEPS, FACTS.outcomes, FACTS.durations, wall_time=4.5)
+    assert str(critical_line(same)).endswith("to last end, as long as the critical path")
+    slow = RunFacts("t", FACTS.selected, DEPS, FACTS.outcomes, FACTS.durations, wall_time=13.5)
+    assert str(critical_line(slow)).endswith("to last end, 3.0 times as long")
+    unmeasured = RunFacts("t", FACTS.selected, DEPS, FACTS.outcomes, FACTS.durations)
+    assert critical_line(unmeasured) == "critical path 1.3 -> 2.2 took 4.5s (measured)"
     nothing = RunFacts("t", ["1.4"], DEPS, {"1.4": OUTCOMES["1.4"]})
     assert critical_line(nothing) is None
 
@@ -90,7 +97,8 @@ def test_summary_default() -> None:
         "failed: 1.2",
         "blocked: 1.4 <- 1.2 (failed)",
         "blocked: 2.1 <- 1.4 <- 1.2 (failed)",
-        "critical path 1.3 -> 2.2 (4.5s); node phase wall time 5s (1.11x the critical path)",
+        "critical path 1.3 -> 2.2 took 4.5s (measured); "
+        "the nodes took 5s from first start to last end, 11% longer",
         "slowest: 2.2 4s, 1.2 2s, 1.1 1s, 1.3 0.5s",
     ]
 
@@ -109,8 +117,8 @@ def test_summary_verbose_lists_slowest_with_names() -> None:
 def test_summary_quiet_is_at_most_two_lines() -> None:
     assert summary_lines(FACTS, verbosity=-1) == [
         "conductor t: 3 passed, 1 failed (1.2), 2 blocked (1.4, 2.1)",
-        "conductor critical path 1.3 -> 2.2 (4.5s); node phase wall time 5s "
-        "(1.11x the critical path)",
+        "conductor critical path 1.3 -> 2.2 took 4.5s (measured); "
+        "the nodes took 5s from first start to last end, 11% longer",
     ]
     nothing_ran = RunFacts("t", ["1.1"], DEPS, {})
     assert summary_lines(nothing_ran, verbosity=-2) == [

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pytest_conductor.report.verdict import FAIL, PASS, Verdict, decide
+from pytest_conductor.report.verdict import FAIL, PASS, Verdict, decide, exit_status
 
 
 def test_all_passed_is_pass() -> None:
@@ -91,3 +91,23 @@ def test_under_worktree_isolation_the_summary_names_the_track_branch() -> None:
         v.summary
         == "Track t: 1 of 2 nodes passed; 1 failed (b); the work is on conductor/t at 1a2b3c4."
     )
+
+
+@pytest.mark.parametrize(
+    ("verdict", "selected", "pytest_status", "expected"),
+    [
+        (PASS, 3, 0, 0),
+        (FAIL, 3, 0, 1),  # blocked nodes only: pytest saw skips and would exit 0
+        (FAIL, 0, 5, 5),  # nothing selected
+        (FAIL, 0, 0, 5),  # only the user's own tests were selected
+        (FAIL, 3, 1, 1),
+        (FAIL, 3, 2, 2),  # interrupted stays interrupted
+        (PASS, 3, 1, 1),  # the user's own tests failed beside a passing track
+        (FAIL, 3, 3, 3),
+    ],
+)
+def test_exit_status_agrees_with_the_verdict(
+    verdict: str, selected: int, pytest_status: int, expected: int
+) -> None:
+    decided = Verdict(verdict, "s", 0)
+    assert exit_status(decided, nodes_selected=selected, pytest_status=pytest_status) == expected

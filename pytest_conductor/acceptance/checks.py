@@ -23,7 +23,15 @@ from pytest_conductor.plan.durations import format_duration, parse_duration
 from pytest_conductor.util.nested import NESTED_ENV
 from pytest_conductor.util.processes import GroupRegistry
 
-__all__ = ["NESTED_ENV", "CheckContext", "CheckResult", "check", "format_failure"]
+__all__ = [
+    "NESTED_ENV",
+    "CheckContext",
+    "CheckResult",
+    "NodeFailure",
+    "check",
+    "failure_headline",
+    "format_failure",
+]
 
 
 _TAIL_LINES = 40
@@ -286,6 +294,29 @@ def format_failure(results: Sequence[CheckResult]) -> str:
         parts.append("\n".join(lines))
     parts.append(f"{len(failed)} of {len(results)} acceptance criteria failed")
     return "\n\n".join(parts)
+
+
+def failure_headline(results: Sequence[CheckResult]) -> str:
+    """Why, in one line: the first failed criterion and what was seen, e.g.
+    ``run: pytest tests/test_store.py: tests failed (exit status 1): 1 failed in 0.12s``."""
+    failed = [result for result in results if not result.passed]
+    if not failed:
+        return "no acceptance criterion failed"
+    first = failed[0]
+    seen = first.seen.splitlines()[0] if first.seen.strip() else "failed"
+    more = len(failed) - 1
+    return f"{first.criterion.describe()}: {seen}" + (f" (and {more} more)" if more else "")
+
+
+class NodeFailure(Exception):
+    """A node that did not pass. ``headline`` says why in one line (the first line of the
+    report, the short summary, JUnit's ``message``); ``kind`` names what failed (a
+    criterion kind, or ``agent``: JUnit's ``type``); ``str()`` is the whole report."""
+
+    def __init__(self, headline: str, kind: str, text: str) -> None:
+        super().__init__(text)
+        self.headline = headline
+        self.kind = kind
 
 
 # --------------------------------------------------------------------------- helpers

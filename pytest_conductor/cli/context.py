@@ -25,6 +25,7 @@ __all__ = [
     "PROG",
     "Context",
     "UsageError",
+    "find_root",
     "print_warnings",
     "project_path",
 ]
@@ -75,8 +76,10 @@ class Context:
 
     @property
     def root(self) -> Path | None:
+        """``--root``, else ``CONDUCTOR_ROOT``, else the nearest folder holding
+        ``conductor/`` from the working directory up, as pytest finds it."""
         value = self.option("root", "CONDUCTOR_ROOT")
-        return Path(value) if value else None
+        return Path(value) if value else find_root(Path.cwd())
 
     def bus_dir(self) -> Path:
         value = self.option("bus", "CONDUCTOR_BUS")
@@ -90,9 +93,14 @@ class Context:
             if problem:
                 raise UsageError(f"track id {track!r} is not usable ({problem})")
             return root / "conductor" / "tracks" / track / ".message-bus"
+        if track:
+            raise UsageError(
+                f"no conductor/ folder in {Path.cwd()} or above it: "
+                "run from the project, or pass --root (or set CONDUCTOR_ROOT)"
+            )
         raise UsageError(
             "the bus folder is needed: set CONDUCTOR_BUS or pass --bus "
-            "(or set CONDUCTOR_ROOT and CONDUCTOR_TRACK)"
+            "(or pass --track, from inside the project)"
         )
 
     def bus(self, *, create: bool = False) -> MessageBus:
@@ -107,6 +115,14 @@ class Context:
             # Damage reports are printed in this tool's own words (print_warnings).
             self.opened = MessageBus(path, source=source, warn=False)
         return self.opened
+
+
+def find_root(start: Path) -> Path | None:
+    """The nearest of ``start`` and its parents that holds a ``conductor/`` folder."""
+    for folder in (start, *start.parents):
+        if (folder / "conductor").is_dir():
+            return folder
+    return None
 
 
 def project_path(path: str, root: Path | None) -> str:

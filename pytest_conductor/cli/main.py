@@ -124,7 +124,8 @@ _COMMON_HELP = {
     "task": "task id (default: $CONDUCTOR_TASK_ID)",
     "worker": "worker id (default: $CONDUCTOR_WORKER_ID)",
     "track": "track id (default: $CONDUCTOR_TRACK)",
-    "root": "project root (default: $CONDUCTOR_ROOT)",
+    "root": "project root (default: $CONDUCTOR_ROOT, else the nearest folder holding "
+    "conductor/ from here up)",
 }
 
 

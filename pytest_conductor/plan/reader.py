@@ -39,6 +39,7 @@ __all__ = [
     "load_plan",
     "parse_plan",
     "read_plan_text",
+    "sort_problems",
 ]
 
 
@@ -54,11 +55,19 @@ class PlanProblem:
 
 
 class PlanError(Exception):
-    """A plan that cannot be run; carries every problem found, not only the first."""
+    """A plan that cannot be run; carries every problem found, not only the first.
 
-    def __init__(self, path: Path | str, problems: list[PlanProblem]) -> None:
+    ``plan`` is what could be read despite the problems (None when not even the DAG
+    block could be): later checks (acceptance criteria) look at it too, so that one
+    round reports every problem of the plan.
+    """
+
+    def __init__(
+        self, path: Path | str, problems: list[PlanProblem], plan: Plan | None = None
+    ) -> None:
         self.path = Path(path)
-        self.problems = problems
+        self.problems = sort_problems(problems)
+        self.plan = plan
         super().__init__(self.render())
 
     def render(self) -> str:
@@ -189,9 +198,13 @@ def parse_plan(text: str, path: Path | str = "plan.md") -> Plan:
     finally:
         dag.close()
     if reader.problems:
-        problems = sorted(reader.problems, key=lambda p: (p.line is not None, p.line or 0))
-        raise PlanError(path, problems)
+        raise PlanError(path, reader.problems, plan)
     return plan
+
+
+def sort_problems(problems: Sequence[PlanProblem]) -> list[PlanProblem]:
+    """In the order a reader fixes them: problems without a line first, then by line."""
+    return sorted(problems, key=lambda p: (p.line is not None, p.line or 0))
 
 
 # --- finding the block ----------------------------------------------------------------

@@ -35,22 +35,25 @@ class FailedReport(Protocol):
 
 def error_text(report: FailedReport) -> str:
     """The first lines of a failed report: what TASK_FAILED carries."""
-    crash = getattr(report.longrepr, "reprcrash", None)
-    # An exception's traceback starts with code lines; its crash line says what happened.
-    text = str(crash.message) if crash is not None else report.longreprtext
-    lines = text.strip().splitlines()
+    lines = report.longreprtext.strip().splitlines()
     while lines and _XDIST_HEADER.match(lines[0]):
         del lines[0]  # "[gw0] linux -- Python 3.11.7 /usr/bin/python", added by xdist
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None and (not lines or lines[0] != str(crash.message)):
+        # An exception's traceback starts with code lines; its crash line says what
+        # happened. A node's failure report starts with that line: keep its details.
+        lines = str(crash.message).strip().splitlines()
     lines = lines[:_ERROR_LINES]
     return "\n".join(lines) or f"{report.when} failed"
 
 
-def first_reason(text: str) -> str:
-    """One line of ``text`` that says why, skipping the ``task 1.2 (name):`` header."""
+def first_reason(text: str, task: str = "") -> str:
+    """One line of ``text`` that says why, skipping a ``task 1.2 (name):`` header and the
+    ``1.2: `` in front of a node's failure line."""
     for line in text.splitlines():
         stripped = line.strip()
         if stripped and not _HEADER.fullmatch(stripped):
-            return stripped
+            return stripped.removeprefix(f"{task}: ") if task else stripped
     return text.strip() or "failed"
 
 

@@ -3,7 +3,8 @@
 After a run the nodes are coloured by outcome (and labelled with it, for readers who do
 not see colour); without one (``--collect-only``) only by what the plan says: the
 critical path stands out, deselected nodes are dashed. Critical-path edges are thick
-in both cases.
+in both cases, and a legend says what each colour means and which critical path the
+thick edges are: ``measured`` (this run's durations) or ``planned`` (estimates).
 
 Pure Python: no pytest import.
 """
@@ -90,6 +91,7 @@ def to_mermaid(
     critical: Sequence[str] = (),
     *,
     title: str = "",
+    critical_label: str = "planned",
 ) -> str:
     """A Mermaid ``flowchart``; node ``n<i>`` is the i-th node of the plan (ids such as
     ``1.1`` are not Mermaid identifiers)."""
@@ -112,14 +114,35 @@ def to_mermaid(
                 arrow = "==>" if (dep, node.id) in thick else "-->"
                 lines.append(f"    {ids[dep]} {arrow} {ids[node.id]}")
     used = [s for s in STATES if s in states.values()]
+    lines.append('    subgraph legend["legend"]')
+    lines.append("        direction LR")
+    for i, state in enumerate(used):
+        lines.append(f'        k{i}["{_state_text(state, critical_label)}"]')
+    if critical:
+        lines.append(f'        k_path["{_mermaid_text(_path_text(critical, critical_label))}"]')
+    lines.append("    end")
     for state in used:
         fill, stroke, dashed = STATES[state]
         dash = ",stroke-dasharray:4 3" if dashed else ""
         lines.append(f"    classDef {_class(state)} fill:{fill},stroke:{stroke}{dash}")
-    for state in used:
+    lines.append("    classDef legend_text fill:#ffffff,stroke:#ffffff")
+    for i, state in enumerate(used):
         members = ",".join(ids[t] for t in plan.ids if states.get(t) == state)
-        lines.append(f"    class {members} {_class(state)}")
+        lines.append(f"    class {members},k{i} {_class(state)}")
+    if critical:
+        lines.append("    class k_path legend_text")
     return "\n".join(lines) + "\n"
+
+
+def _state_text(state: str, critical_label: str) -> str:
+    if state == "critical":
+        return f"on the critical path ({critical_label})"
+    return state
+
+
+def _path_text(critical: Sequence[str], critical_label: str) -> str:
+    """The legend's line for the thick edges, naming the path and how it was found."""
+    return f"thick arrows: critical path ({critical_label}) {' -> '.join(critical)}"
 
 
 def _class(state: str) -> str:
@@ -136,6 +159,7 @@ def to_dot(
     critical: Sequence[str] = (),
     *,
     title: str = "",
+    critical_label: str = "planned",
 ) -> str:
     """A Graphviz ``digraph``, left to right, one box per node."""
     states = states or node_states(plan.ids, plan.ids, None, critical)
@@ -161,7 +185,18 @@ def to_dot(
             if dep in known:
                 width = " [penwidth=2.5]" if (dep, node.id) in thick else ""
                 lines.append(f'    "{_dot_text(dep)}" -> "{_dot_text(node.id)}"{width};')
-    lines.append("}")
+    lines += ["    subgraph cluster_legend {", '        label="legend";']
+    for state in (s for s in STATES if s in states.values()):
+        fill, stroke, dashed = STATES[state]
+        style = ', style="rounded,filled,dashed"' if dashed else ""
+        lines.append(
+            f'        "legend: {state}" [label="{_state_text(state, critical_label)}", '
+            f'fillcolor="{fill}", color="{stroke}"{style}];'
+        )
+    if critical:
+        text = _dot_text(_path_text(critical, critical_label))
+        lines.append(f'        "legend: path" [shape=plaintext, style="", label="{text}"];')
+    lines += ["    }", "}"]
     return "\n".join(lines) + "\n"
 
 
@@ -172,14 +207,17 @@ def render_graph(
     critical: Sequence[str] = (),
     *,
     title: str = "",
+    critical_label: str = "planned",
 ) -> str:
-    """The graph in the format ``suffix`` names (``.mmd``, ``.md`` or ``.dot``)."""
+    """The graph in the format ``suffix`` names (``.mmd``, ``.md`` or ``.dot``);
+    ``critical_label`` says how ``critical`` was found: ``planned`` or ``measured``."""
     if suffix == ".dot":
-        return to_dot(plan, states, critical, title=title)
+        return to_dot(plan, states, critical, title=title, critical_label=critical_label)
+    mermaid = to_mermaid(plan, states, critical, title=title, critical_label=critical_label)
     if suffix == ".mmd":
-        return to_mermaid(plan, states, critical, title=title)
+        return mermaid
     if suffix == ".md":
-        return f"```mermaid\n{to_mermaid(plan, states, critical, title=title)}```\n"
+        return f"```mermaid\n{mermaid}```\n"
     raise ValueError(f"unknown graph format {suffix!r}: expected one of {GRAPH_SUFFIXES}")
 
 
@@ -190,9 +228,12 @@ def write_graph(
     critical: Sequence[str] = (),
     *,
     title: str = "",
+    critical_label: str = "planned",
 ) -> Path:
     """Write the graph to ``path`` (format from its suffix) whole, creating its folder."""
-    text = render_graph(plan, path.suffix, states, critical, title=title)
+    text = render_graph(
+        plan, path.suffix, states, critical, title=title, critical_label=critical_label
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, text.encode("utf-8"), durable=False)  # a picture, not a record
     return path

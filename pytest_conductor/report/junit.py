@@ -15,6 +15,7 @@ from pytest_conductor.plan.reader import Node
 from pytest_conductor.util.atomic import atomic_write
 
 __all__ = [
+    "JUNIT_PROPERTIES_MODES",
     "JUNIT_PROPERTY_KEYS",
     "junit_properties",
     "name_testcases",
@@ -32,6 +33,12 @@ JUNIT_PROPERTY_KEYS = (
     "attempts",
     "blocked_by",
 )
+
+
+#: ``--conductor-junit-properties``: each node's ``<properties>`` under its ``<testcase>``
+#: (pytest's own ``record_property`` form), or none (for consumers that validate against
+#: the Jenkins xunit schema, which allows properties under ``<testsuite>`` only).
+JUNIT_PROPERTIES_MODES = ("testcase", "none")
 
 
 def junit_properties(
@@ -79,8 +86,13 @@ def name_testcases(
     classname: str,
     derived: str,
     properties_of: Callable[[Node], list[tuple[str, str]]],
+    failure_types: Mapping[str, str] | None = None,
+    properties: str = "testcase",
 ) -> bool:
     """Rename this plan's testcases in the JUnit file at ``path``; True if it changed.
+
+    Each of them also loses its empty properties (all of them with ``properties="none"``),
+    and its ``<failure>`` gets ``type=failure_types[task]`` (the kind of what failed).
 
     ``classname="conductor.<track>"`` (the caller puts ``--junit-prefix`` in front),
     ``name="1.1 Create data store"``. A testcase is this plan's when it carries a
@@ -105,6 +117,11 @@ def name_testcases(
         name = nodes[task].name
         case.set("classname", classname)
         case.set("name", task if name in ("", task) else f"{task} {name}")
+        _trim_properties(case, keep=properties != "none")
+        kind = (failure_types or {}).get(task)
+        for failure in case.findall("failure"):
+            if kind:
+                failure.set("type", kind)
         changed = True
     if changed:
         atomic_write(path, ET.tostring(tree.getroot(), encoding="utf-8", xml_declaration=True))
@@ -117,3 +134,13 @@ def _prepend_properties(case: ET.Element, props: Sequence[tuple[str, str]]) -> N
     for key, value in props:
         ET.SubElement(element, "property", {"name": key, "value": value})
     case.insert(0, element)
+
+
+def _trim_properties(case: ET.Element, *, keep: bool) -> None:
+    """Drop a testcase's empty properties (``phase=""`` says nothing), or all of them."""
+    for element in case.findall("properties"):
+        for prop in element.findall("property"):
+            if not keep or not prop.get("value"):
+                element.remove(prop)
+        if not len(element):
+            case.remove(element)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_conductor.acceptance.checks import NodeFailure
 from pytest_conductor.agents.dispatch import TAIL_LINES, log_path, read_tail
 from pytest_conductor.bus import MessageBus
 from pytest_conductor.graph.algorithms import critical_path, dependents
@@ -52,8 +53,13 @@ from pytest_conductor.report.metadata import (
     update_metadata,
 )
 from pytest_conductor.report.record import execution_record
-from pytest_conductor.report.summary import RunFacts, collect_only_lines, summary_lines
-from pytest_conductor.report.verdict import Verdict, decide
+from pytest_conductor.report.summary import (
+    RunFacts,
+    collect_only_lines,
+    measured_critical_path,
+    summary_lines,
+)
+from pytest_conductor.report.verdict import Verdict, decide, exit_status
 from pytest_conductor.scheduling.remote import CHANGED_OUTPUT, remote_plugin
 from pytest_conductor.state import ConductorState
 from pytest_conductor.util.atomic import atomic_write
@@ -68,6 +74,9 @@ METADATA_REFRESH = 2.0
 # How long the first metadata.json write of a run may wait for the orchestrator's lock;
 # later refreshes never wait (they try again on a later node).
 _START_LOCK_WAIT = 1.0
+# A failed node's report names the kind of what failed (JUnit's failure type) in this
+# attribute: report attributes travel from xdist workers with the report.
+_FAILURE_TYPE = "conductor_failure_type"
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -109,6 +118,7 @@ class ReportPlugin:
         self._extra_outputs: list[Path] = []
         self._merge_shas: dict[str, str] = {}
         self._branch: str | None = None  # worktree isolation: the track branch at its head
+        self._failure_types: dict[str, str] = {}  # task -> criterion kind, or "agent"
 
     # -- session start -------------------------------------------------------------------
 
@@ -149,6 +159,8 @@ class ReportPlugin:
             # properties from the last (teardown) report.
             set_properties(item.user_properties, props)
             set_properties(report.user_properties, props)
+            if report.failed and call.excinfo and isinstance(call.excinfo.value, NodeFailure):
+                setattr(report, _FAILURE_TYPE, call.excinfo.value.kind)
         return report
 
     def _properties(
@@ -210,6 +222,9 @@ class ReportPlugin:
         merged = dict(report.user_properties).get("merge_sha")
         if isinstance(merged, str) and merged:
             self._merge_shas[task] = merged[:7]
+            kind = getattr(report, _FAILURE_TYPE, None)
+            if isinstance(kind, str):
+                self._failure_types[task] = kind
         outcome = self.state.outcomes.get(task)
         status = outcome.status if outcome is not None else report.outcome
         if status in ("passed", "failed"):
@@ -289,8 +304,10 @@ class ReportPlugin:
         self._write_metadata(status, lock_timeout=self.metadata_lock_timeout)
         if len(self.not_written) > before:
             self._amend_verdict(statuses, files_changed, interrupted)
-        if self.not_written and session.exitstatus == pytest.ExitCode.OK:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        # A blocked node is a skip to pytest: without this a FAIL verdict could exit 0.
+        session.exitstatus = exit_status(
+            self.verdict, nodes_selected=len(self.state.selected), pytest_status=session.exitstatus
+        )
         self._write_graph(statuses)
         self._name_junit_testcases(config)
         self._write_markdown_summary()
@@ -457,14 +474,41 @@ class ReportPlugin:
         if path is None:
             return
         chosen = set(state.selected)  # membership only
-        critical = critical_path(
-            {t: d for t, d in state.plan.deps.items() if t in chosen}, state.weights
-        )
+        # After a run, the path the terminal reports (measured); else the planned one.
+        measured = self._measured_path() if statuses is not None else None
+        if measured:
+            critical, label = measured, "measured"
+        else:
+            critical = critical_path(
+                {t: d for t, d in state.plan.deps.items() if t in chosen}, state.weights
+            )
+            label = "planned"
         states = node_states(state.plan.ids, state.selected, statuses, critical)
         with self._guard(f"graph not written to {path}"):
             self.graph_written = write_graph(
-                path, state.plan, states, critical, title=f"track {state.settings.track}"
+                path,
+                state.plan,
+                states,
+                critical,
+                title=f"track {state.settings.track}",
+                critical_label=label,
             )
+
+    def _measured_path(self) -> list[str] | None:
+        found = measured_critical_path(self._facts())
+        return found[0] if found is not None and found[1] > 0 else None
+
+    def _facts(self) -> RunFacts:
+        state = self.state
+        return RunFacts(
+            track=str(state.settings.track),
+            selected=state.selected,
+            deps=state.plan.deps,
+            outcomes=state.outcomes,
+            durations=state.durations,
+            wall_time=self._wall_time(),
+            names={t: n.name for t, n in self.nodes.items()},
+        )
 
     @staticmethod
     def _junit_path(config: pytest.Config) -> Path | None:
@@ -507,6 +551,8 @@ class ReportPlugin:
                 classname=classname,
                 derived=derived,
                 properties_of=self._properties,
+                failure_types=self._failure_types,
+                properties=self.state.settings.junit_properties,
             )
 
     # -- terminal --------------------------------------------------------------------------
@@ -521,16 +567,7 @@ class ReportPlugin:
         if self._collect_only:
             lines = collect_only_lines(state.selected, state.plan.deps, state.weights)
         elif self._running:
-            facts = RunFacts(
-                track=str(state.settings.track),
-                selected=state.selected,
-                deps=state.plan.deps,
-                outcomes=state.outcomes,
-                durations=state.durations,
-                wall_time=self._wall_time(),
-                names={t: n.name for t, n in self.nodes.items()},
-            )
-            lines = summary_lines(facts, verbosity=verbosity)
+            lines = summary_lines(self._facts(), verbosity=verbosity)
         else:
             return
         if self.graph_written is not None and verbosity >= 0:

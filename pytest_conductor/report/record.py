@@ -79,7 +79,7 @@ def execution_record(
         failed_workers=len(failed),
         blocked_tasks=blocked,
         parallel_groups_completed=completed_groups(plan_groups(plan), effective),
-        failed_tasks={t: first_reason(errors.get(t, "failed")) for t in failed},
+        failed_tasks={t: first_reason(errors.get(t, "failed"), t) for t in failed},
         done_tasks=done_tasks(plan, selected, statuses, last_outcomes),
         undone_tasks=failed + blocked,
         plan_ids=plan.ids,

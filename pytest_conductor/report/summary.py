@@ -26,6 +26,7 @@ __all__ = [
     "count_line",
     "critical_line",
     "format_chain",
+    "measured_critical_path",
     "slowest",
     "summary_lines",
 ]
@@ -188,9 +189,9 @@ def count_line(facts: RunFacts, *, with_ids: bool = False) -> str:
     return ", ".join(parts)
 
 
-def critical_line(facts: RunFacts) -> str | None:
-    """The critical path of the nodes that ran (measured durations) against the wall time
-    of the node phase; None when no node ran."""
+def measured_critical_path(facts: RunFacts) -> tuple[list[str], float] | None:
+    """The critical path of the nodes that ran, by this run's measured durations, and its
+    length in seconds; None when no node ran."""
     ran = {
         t: facts.deps.get(t, ())
         for t in facts.selected
@@ -200,12 +201,29 @@ def critical_line(facts: RunFacts) -> str | None:
         return None
     measured = {t: facts.durations.get(t, 0.0) for t in ran}  # failed in setup: no time
     path = critical_path(ran, measured)
-    weight = sum(measured[t] for t in path)
-    text = f"critical path {' -> '.join(path)} ({_seconds(weight)})"
+    return path, sum(measured[t] for t in path)
+
+
+def critical_line(facts: RunFacts) -> str | None:
+    """The measured critical path against the wall time of the node phase, in plain
+    words; None when no node ran."""
+    found = measured_critical_path(facts)
+    if found is None:
+        return None
+    path, weight = found
+    text = f"critical path {' -> '.join(path)} took {_seconds(weight)} (measured)"
     if facts.wall_time is None:
         return text
-    ratio = f" ({facts.wall_time / weight:.2f}x the critical path)" if weight > 0 else ""
-    return f"{text}; node phase wall time {_seconds(facts.wall_time)}{ratio}"
+    wall = f"the nodes took {_seconds(facts.wall_time)} from first start to last end"
+    if weight <= 0:
+        return f"{text}; {wall}"
+    ratio = facts.wall_time / weight
+    if abs(ratio - 1) < 0.005:
+        return f"{text}; {wall}, as long as the critical path"
+    if ratio >= 2:  # "2868% longer" reads worse than this
+        return f"{text}; {wall}, {ratio:.1f} times as long"
+    more = "longer" if ratio > 1 else "shorter"
+    return f"{text}; {wall}, {abs(ratio - 1):.0%} {more}"
 
 
 def _seconds(value: float) -> str:

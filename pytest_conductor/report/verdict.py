@@ -14,10 +14,15 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["FAIL", "PASS", "Verdict", "decide"]
+__all__ = ["FAIL", "PASS", "Verdict", "decide", "exit_status"]
 
 PASS = "PASS"
 FAIL = "FAIL"
+
+# pytest's exit statuses (pytest.ExitCode), the contract docs/running.md states.
+_OK = 0
+_TESTS_FAILED = 1
+_NO_TESTS_COLLECTED = 5
 
 _SHOWN_IDS = 5  # a summary is one sentence: long id lists are cut
 
@@ -113,3 +118,15 @@ def decide(
         summary = f"{summary[:-1]}; not written: {not_written[0].rstrip('.')}{more}."
     ok = ran > 0 and not failed and not blocked and not interrupted and not not_written
     return Verdict(PASS if ok else FAIL, summary, files_changed)
+
+
+def exit_status(verdict: Verdict, *, nodes_selected: int, pytest_status: int) -> int:
+    """The run's exit status, made to agree with its verdict.
+
+    pytest counts a blocked node as skipped and would exit 0; a FAIL verdict exits 1 (or
+    5 when no node was selected at all). A status pytest already set that is not 0
+    (failed, interrupted, usage or internal error) is kept: it says more.
+    """
+    if pytest_status != _OK or verdict.passed:
+        return pytest_status
+    return _NO_TESTS_COLLECTED if nodes_selected == 0 else _TESTS_FAILED

@@ -4,12 +4,16 @@ Register this module only when xdist is present (``config.pluginmanager.hasplugi
 each hook is inert without ``--conductor-track``. xdist's own hooks are declared
 ``optionalhook=True`` so that the module also loads with ``-p no:xdist``.
 
-:func:`choose_worker_count` is for the plugin's ``pytest_cmdline_main`` wrapper: it must
-run before xdist's tryfirst ``pytest_cmdline_main`` turns ``-n`` into ``--tx``.
+:func:`choose_worker_count` is for the plugin's ``pytest_load_initial_conftests`` and
+``pytest_cmdline_main`` wrappers: it must run before xdist's tryfirst
+``pytest_cmdline_main`` turns ``-n`` into ``--tx``, and before plugins that decide between
+an xdist and a single-process mode as soon as they start (pytest-cov does so in its own
+``pytest_load_initial_conftests``).
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
@@ -28,6 +32,7 @@ __all__ = [
     "choose_worker_count",
     "pytest_configure",
     "pytest_handlecrashitem",
+    "pytest_report_header",
     "pytest_runtestloop",
     "pytest_xdist_make_scheduler",
 ]
@@ -55,6 +60,20 @@ def pytest_configure(config: pytest.Config) -> None:
     elif _distributing(config):
         # Fail on the controller, with one clear message, before any worker starts.
         worker_patch.check_supported()
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    """Say once that ``--dist`` does not apply: the DAG scheduler replaces every mode.
+
+    ``load`` is xdist's own default under ``-n``, so only the other modes are named.
+    """
+    dist = config.getoption("dist", "no")
+    if not _active(config) or not _distributing(config) or dist in ("no", "load"):
+        return None
+    return (
+        f"conductor: --dist {dist} is replaced by the DAG scheduler "
+        "(a node goes to a free worker once its dependencies passed)"
+    )
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -96,8 +115,13 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, objec
             scheduler.finish_session()
 
 
-def choose_worker_count(config: pytest.Config, cap: int, width: int) -> str | None:
+def choose_worker_count(
+    config: pytest.Config, cap: int, width: int, *, option: argparse.Namespace | None = None
+) -> str | None:
     """Set xdist's worker count for a track run; returns a warning to show, or None.
+
+    ``option`` is the namespace to read and change: ``config.option`` by default, or
+    ``config.known_args_namespace`` before pytest has parsed the whole command line.
 
     - no ``-n``: ``min(cap, width)`` workers; in-process when that is 1 (a worker process
       costs start-up time and a chain gains nothing from it);
@@ -109,13 +133,14 @@ def choose_worker_count(config: pytest.Config, cap: int, width: int) -> str | No
     Leaves everything alone on xdist workers, without xdist, with ``--tx`` given by hand,
     under ``--collect-only`` and under ``--pdb`` (which xdist refuses to distribute).
     """
-    option = config.option
+    if option is None:
+        option = config.option
     if hasattr(config, "workerinput") or not hasattr(option, "numprocesses"):
         return None
     requested = option.numprocesses
     wanted = max(1, min(cap, width))
     if requested is None:
-        if option.tx or config.getoption("collectonly", False) or config.getoption("usepdb"):
+        if option.tx or getattr(option, "collectonly", False) or getattr(option, "usepdb", False):
             return None
         if wanted > 1:
             option.numprocesses = wanted

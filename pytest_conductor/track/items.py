@@ -18,6 +18,7 @@ from pytest_conductor.acceptance import (
     format_failure,
 )
 from pytest_conductor.acceptance import check as check_builtin
+from pytest_conductor.acceptance.checks import NodeFailure, failure_headline
 from pytest_conductor.acceptance.commands import command_registry
 from pytest_conductor.acceptance.status import (
     DISPATCH,
@@ -57,26 +58,32 @@ from pytest_conductor.track.workspace import NodeWorkspace, WorkspaceFailed
 __all__ = ["AcceptanceFailed", "AgentFailed", "MarkFailed", "PlanFile", "TaskItem"]
 
 
-class AcceptanceFailed(Exception):
+class AcceptanceFailed(NodeFailure):
     """Raised by a node whose acceptance criteria (or the commits it names) did not all hold."""
 
     def __init__(self, results: list[CheckResult], marked_done: Mark | None = None) -> None:
+        first = next((r for r in results if not r.passed), None)
+        headline = failure_headline(results)
         text = format_failure(results)
         if marked_done is not None:
+            headline = f"marked done {marked_done.shown()} but the work is not there: {headline}"
             text = (
                 f"plan.md marks it done {marked_done.shown()} (line {marked_done.line}), "
                 f"but the work is not there:\n\n{text}"
             )
-        super().__init__(text)
+        super().__init__(headline, first.criterion.kind if first else "acceptance", text)
         self.results = results
 
 
-class MarkFailed(Exception):
+class MarkFailed(NodeFailure):
     """Raised by a checklist task whose mark says it is not done (verify-only run), or by
     an unchecked node under ``--conductor-strict``."""
 
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason.splitlines()[0], "mark", reason)
 
-class AgentFailed(Exception):
+
+class AgentFailed(NodeFailure):
     """Raised by a node whose agent failed, or after whose agent a criterion failed."""
 
     def __init__(
@@ -89,7 +96,11 @@ class AgentFailed(Exception):
     ) -> None:
         self.result = result
         self.failed = failed
-        super().__init__(_agent_failure_text(result, checks, attempts, history))
+        text = _agent_failure_text(result, checks, attempts, history)
+        if result.reason:
+            super().__init__(result.reason.splitlines()[0], "agent", text)
+        else:
+            super().__init__(failure_headline(checks), failed[0].criterion.kind, text)
 
 
 def _agent_failure_text(
@@ -369,13 +380,42 @@ class TaskItem(pytest.Item):
         excinfo: pytest.ExceptionInfo[BaseException],
         style: Any = None,
     ) -> str | Any:
-        if isinstance(excinfo.value, (AcceptanceFailed, AgentFailed, MarkFailed, WorkspaceFailed)):
-            return f"task {self.task.id} ({self.task.name}):\n{excinfo.value}"
+        if isinstance(excinfo.value, NodeFailure):
+            headline = f"{self.task.id}: {excinfo.value.headline}"
+            # --tb=line: pytest prints the crash line after the report; the report is empty.
+            text = None if self.config.getoption("tbstyle") == "line" else str(excinfo.value)
+            return failure_repr(self.location[0], self.task.line, headline, text)
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         line = self.task.line - 1 if self.task.line else None
         return self.path, line, f"task {self.task.id}: {self.task.name}"
+
+
+def failure_repr(path: str, line: int | None, headline: str, text: str | None) -> str | Any:
+    """A node's failure as pytest shows a failed test: ``headline`` is its crash line (the
+    short summary's reason, ``--tb=line``'s line, JUnit's ``message``), then the report
+    ``text`` (None: no report, only the crash line).
+
+    pytest has no public constructor for these; the classes have kept their shape since
+    pytest 7, travel through xdist's report serialization, and tests/test_reporters.py
+    fails if they change. A plain string (what the short summary would cut to one line,
+    and ``--tb=line`` to 50 characters) is the fallback.
+    """
+    block = "" if text is None else f"{headline}\n\n{text}"
+    try:
+        from _pytest._code.code import (
+            ReprExceptionInfo,
+            ReprFileLocation,
+            ReprTracebackNative,
+        )
+    except ImportError:  # pragma: no cover - a pytest that moved them
+        return block
+    lines = [f"{row}\n" for row in block.splitlines()]
+    return ReprExceptionInfo(
+        reprtraceback=ReprTracebackNative(lines),
+        reprcrash=ReprFileLocation(path, line or 0, headline),
+    )
 
 
 def _set_status(bus: MessageBus, worker_id: str, task_id: str, status: str) -> None:

@@ -63,11 +63,12 @@ def find_track(settings: Settings) -> Plan:
 
 
 def check_criteria(
-    plan: Plan, extra_kinds: Sequence[str], root: Path
+    plan: Plan, extra_kinds: Sequence[str], root: Path, earlier: Sequence[PlanProblem] = ()
 ) -> dict[str, list[Criterion]]:
-    """Parse every node's acceptance; all problems are raised together as one PlanError."""
+    """Parse every node's acceptance; all problems, with the ``earlier`` ones of the plan
+    itself (a cycle, an unknown id), are raised together as one PlanError."""
     criteria: dict[str, list[Criterion]] = {}
-    problems: list[PlanProblem] = []
+    problems: list[PlanProblem] = list(earlier)
     for node in plan.nodes:
         parsed: list[Criterion] = []
         # Entry by entry, so that every bad entry of a node is reported in one round.
@@ -80,7 +81,7 @@ def check_criteria(
         criteria[node.id] = parsed or implicit_criteria(node.files)
     problems.extend(resource_problems(plan))
     if problems:
-        raise PlanError(plan.path, problems)
+        raise PlanError(plan.path, problems, plan)
     return criteria
 
 
@@ -132,7 +133,14 @@ def load_state(settings: Settings, extra_kinds: Sequence[str]) -> ConductorState
     clash = sorted(set(extra_kinds) & {*BUILTIN_KINDS, PROSE})
     if clash:
         raise TrackError(f"a plugin redefines built-in acceptance kinds: {clash}")
-    plan = find_track(settings)
+    try:
+        plan = find_track(settings)
+    except PlanError as error:
+        if error.plan is None:
+            raise
+        # The graph's problems hide none of the acceptance problems: report all at once.
+        check_criteria(error.plan, extra_kinds, settings.root, error.problems)
+        raise
     unknown = [t for t in settings.redo if t != "all" and t not in plan.by_id]
     if unknown:
         raise TrackError(

@@ -22,6 +22,7 @@ class TrackPlugin:
     def __init__(self, state: ConductorState) -> None:
         self.state = state
         self._nodeids: dict[str, str] = {}  # task id -> item id, as reports name them
+        self._summarizing = False  # the terminal summary has begun
 
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> PlanFile | None:
         if file_path == self.state.settings.plan_path:
@@ -85,17 +86,24 @@ class TrackPlugin:
     def pytest_report_teststatus(
         self, report: pytest.TestReport, config: pytest.Config
     ) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
-        """``-v`` shows each passed node's name after its outcome.
+        """``-v`` shows each node's name after its outcome, passed or failed.
 
-        Failures already carry the name in their section header; a name in the FAILED
-        word would also land, oddly placed, in the short test summary.
+        Not in the short test summary (printed after every ``pytest_terminal_summary``):
+        there the name would push the failure's reason off the line.
         """
         task_id = self.state.task_id_of(report.nodeid)
-        if task_id is None or report.when != "call" or hasattr(report, "wasxfail"):
+        if (
+            task_id is None
+            or report.when != "call"
+            or hasattr(report, "wasxfail")
+            or self._summarizing
+        ):
             return None
         name = self.state.plan.node(task_id).name
         if report.passed:
             return "passed", ".", (f"PASSED ({name})", {"green": True})
+        if report.failed:
+            return "failed", "F", (f"FAILED ({name})", {"red": True})
         return None
 
     @pytest.hookimpl(wrapper=True)
@@ -134,6 +142,7 @@ class TrackPlugin:
                 self.state.notes.setdefault(task_id, []).append(str(value))
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        self._summarizing = True
         state = self.state
         # Passed with nothing checked: the vacuous passes a reader must know about.
         unchecked = [

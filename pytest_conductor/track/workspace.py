@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from pytest_conductor.acceptance.checks import NodeFailure
 from pytest_conductor.agents.dispatch import agent_registry
 from pytest_conductor.bus import BusError, BusLockTimeout, MessageBus
 from pytest_conductor.isolation.git import GitError
@@ -48,8 +49,11 @@ __all__ = ["IsolationPlugin", "NodeWorkspace", "WorkspaceFailed", "open_repo"]
 SCOPE_PROPERTY = "scope_violation"
 
 
-class WorkspaceFailed(Exception):
+class WorkspaceFailed(NodeFailure):
     """The node's work could not be integrated, or left its declared scope (strict)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason.splitlines()[0], "workspace", reason)
 
 
 def open_repo(state: ConductorState) -> TrackRepo | None:
