@@ -360,7 +360,11 @@ def test_a_termination_signal_ends_the_run_like_ctrl_c(
     assert verdict["verdict"] == "FAIL"
     assert "interrupted" in verdict["summary"]
     assert json.loads((project.bus / "verdict.json").read_text()) == verdict
-    assert json.loads(project.metadata.read_text())["loop_state"]["step_status"] == "INTERRUPTED"
+    # In the orchestrator's vocabulary: dispatch again (NOT_STARTED), the interruption in
+    # our own key.
+    loop = json.loads(project.metadata.read_text())["loop_state"]
+    assert (loop["current_step"], loop["step_status"]) == ("PARALLEL_EXECUTE", "NOT_STARTED")
+    assert loop["parallel_state"]["interrupted_at"].endswith("Z")
     assert (project.bus / "events" / "PARALLEL_COMPLETE_t.event").read_text().strip() == "FAIL"
     project.assert_clean(run)
 
