@@ -94,7 +94,7 @@ def test_page_after_a_failed_run() -> None:
     assert rows["2.1"] == ["`2.1`", "Join", "⛔ blocked", "—", "blocked: dependency 1.2 failed"]
     assert "- `3.1 <- 2.1 <- 1.2 (failed)`" in text.split("### Blocked chains")[1]
     critical = text.split("### Critical path\n\n")[1].splitlines()[0]
-    assert critical.startswith("`1.1 -> 1.2 (1.8s); node phase wall time 2s")
+    assert critical.startswith("`1.1 -> 1.2 took 1.8s (measured); the nodes took 2s")
     # The DAG is graph_file's Mermaid, coloured by outcome, the measured path thick.
     states = node_states(PLAN.ids, PLAN.ids, {t: o.status for t, o in OUTCOMES.items()})
     mermaid = to_mermaid(PLAN, states, ["1.1", "1.2"])
@@ -120,7 +120,7 @@ def test_nodes_not_run_and_not_selected() -> None:
     rows = _rows(text)
     assert list(rows) == ["1.1", "1.2"]  # only the selected nodes have a row
     assert rows["1.2"][2:] == ["⏸️ not run", "—", "not run: -x"]
-    assert "class n2,n3,n4 not_selected" in text  # the rest is dashed in the DAG
+    assert "class n2,n3,n4,k2 not_selected" in text  # the rest is dashed in the DAG
 
 
 def test_nothing_selected_has_no_table() -> None:
@@ -187,7 +187,7 @@ def test_github_step_summary_is_appended(
     assert "missing.txt" in rows["1.2"][4]
     assert rows["2.1"][4] == "blocked: dependency 1.2 failed"
     assert "- `3.1 <- 2.1 <- 1.2 (failed)`" in text
-    assert "### Critical path\n\n`1.1 -> 1.2 (" in text
+    assert "### Critical path\n\n`1.1 -> 1.2 took " in text
     assert "```mermaid\nflowchart LR\n" in text
 
 

@@ -290,7 +290,7 @@ def test_task_failed_carries_the_end_of_the_agents_log(
     [failed] = messages(pytester, "TASK_FAILED")
     assert failed["source"] == "controller"
     assert "done, exit status 1" in failed["payload"]["stack_trace"]
-    assert failed["payload"]["error"].startswith("task 1.1")
+    assert failed["payload"]["error"].startswith("1.1: agent exited")
     data = json.loads((track_dir(pytester) / "metadata.json").read_text())
     assert data["version"] == 3
     assert data["completed_tasks"] == []

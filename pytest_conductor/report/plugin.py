@@ -219,12 +219,12 @@ class ReportPlugin:
             trace = self._agent_log_tail(task, report)
             if trace:
                 self.events.record_trace(task, trace)
-        merged = dict(report.user_properties).get("merge_sha")
-        if isinstance(merged, str) and merged:
-            self._merge_shas[task] = merged[:7]
             kind = getattr(report, _FAILURE_TYPE, None)
             if isinstance(kind, str):
                 self._failure_types[task] = kind
+        merged = dict(report.user_properties).get("merge_sha")
+        if isinstance(merged, str) and merged:
+            self._merge_shas[task] = merged[:7]
         outcome = self.state.outcomes.get(task)
         status = outcome.status if outcome is not None else report.outcome
         if status in ("passed", "failed"):
