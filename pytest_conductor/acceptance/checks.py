@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +21,7 @@ from pytest_conductor.acceptance.search import search_file
 from pytest_conductor.plan.durations import format_duration, parse_duration
 from pytest_conductor.util.nested import NESTED_ENV
 from pytest_conductor.util.processes import GroupRegistry
+from pytest_conductor.util.signals import signal_name
 
 __all__ = [
     "NESTED_ENV",
@@ -165,7 +165,7 @@ def _check_command(
     if code == 0:
         return CheckResult(criterion, True, expected, "exit status 0", tail)
     if code < 0:
-        seen = f"killed by signal {_signal_name(-code)}"
+        seen = f"killed by signal {signal_name(-code)}"
     elif pytest_summary and code in _PYTEST_EXIT_MEANING:
         seen = f"{_PYTEST_EXIT_MEANING[code]} (exit status {code})"
     else:
@@ -329,10 +329,3 @@ def _time_left(ctx: CheckContext) -> float | None:
 def _oneline(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return f"cannot check it: {text[:200]}"
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)

@@ -19,17 +19,13 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 from pytest_conductor.bus import (
     BusError,
@@ -47,6 +43,12 @@ from pytest_conductor.util.processes import (
     kill_group,
     parent_death_signal,
     process_mark,
+)
+from pytest_conductor.util.signals import (
+    Terminated,
+    signal_name,
+    termination_as_interrupt,
+    termination_signals,
 )
 from pytest_conductor.util.timestamps import parse_iso
 
@@ -284,7 +286,7 @@ class _Attempt:
                 proc.pid,
                 {"task_id": job.task_id, "worker_id": job.worker_id, "track": job.track},
             )
-            with _interrupt_on_termination():
+            with termination_as_interrupt():
                 stopped = self.watch(proc, on_wait)
         finally:
             # Also after a normal exit: whatever the agent left running in its group goes.
@@ -395,7 +397,7 @@ class _Attempt:
 def _exit_reason(code: int | None, reported: str | None) -> str:
     status = ""
     if code is not None and code < 0:
-        status = f"agent killed by signal {_signal_name(-code)}"
+        status = f"agent killed by signal {signal_name(-code)}"
     elif code:
         status = f"agent exited with status {code}"
     if reported is not None:
@@ -470,48 +472,6 @@ def _epoch(value: object) -> float | None:
         return parse_iso(value).timestamp()
     except ValueError:
         return None
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP arrived: end like Ctrl-C, agents and commands included."""
-
-
-def termination_signals() -> list[signal.Signals]:
-    """The signals that end a run as Ctrl-C does: SIGTERM, and SIGHUP where it exists."""
-    return [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
-
-
-@contextlib.contextmanager
-def _interrupt_on_termination() -> Iterator[None]:
-    """While an agent runs, make SIGTERM/SIGHUP end pytest like Ctrl-C does.
-
-    Their default action would end the process at once, skipping the cleanup that kills
-    the agent. Only in the main thread (signals can be handled nowhere else) and only
-    where nobody installed a handler of their own.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise Terminated(f"terminated by {_signal_name(signum)}")
-
-    replaced: dict[int, Any] = {}
-    for sig in termination_signals():
-        if signal.getsignal(sig) == signal.SIG_DFL:
-            replaced[sig] = signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for number, previous in replaced.items():
-            signal.signal(number, previous)
 
 
 # --------------------------------------------------------------------------- retries

@@ -12,14 +12,11 @@ import contextlib
 import os
 import signal
 import subprocess
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
-__all__ = ["GitError", "GitResult", "git", "git_ok", "run_git", "termination_as_interrupt"]
+__all__ = ["GitError", "GitResult", "git", "git_ok", "run_git"]
 
 #: How long an interrupted git gets to finish before it is asked (SIGTERM, on which git
 #: removes its lock files) to stop.
@@ -119,33 +116,3 @@ def git(cwd: Path, *args: str, env: Mapping[str, str] | None = None) -> str:
 def git_ok(cwd: Path, *args: str) -> bool:
     """Whether ``git <args>`` succeeds (a question such as ``merge-base --is-ancestor``)."""
     return run_git(cwd, *args).ok
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP arrived during a git change: unwind like Ctrl-C."""
-
-
-@contextlib.contextmanager
-def termination_as_interrupt() -> Iterator[None]:
-    """While the repository is being changed, SIGTERM/SIGHUP unwind like Ctrl-C.
-
-    Their default action ends the process at once, before the ``finally`` blocks that
-    undo a half-done merge and remove its scratch worktree. Only in the main thread
-    (signals are handled nowhere else) and only where nobody installed a handler.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise _Terminated(f"terminated by signal {signum}")
-
-    replaced: dict[int, Any] = {}
-    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-        if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
-            replaced[sig] = signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, previous in replaced.items():
-            signal.signal(sig, previous)

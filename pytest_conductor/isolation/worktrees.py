@@ -41,10 +41,10 @@ from pytest_conductor.isolation.git import (
     git,
     git_ok,
     run_git,
-    termination_as_interrupt,
 )
 from pytest_conductor.isolation.scope import IGNORED_PARTS
 from pytest_conductor.util.atomic import atomic_write
+from pytest_conductor.util.signals import termination_as_interrupt
 
 __all__ = [
     "WORKTREES_DIR",

@@ -617,15 +617,7 @@ class ReportPlugin:
         step_summary = os.environ.get("GITHUB_STEP_SUMMARY", "").strip()
         if self.verdict is None or (not step_summary and state.settings.summary_md is None):
             return
-        facts = RunFacts(
-            track=str(state.settings.track),
-            selected=state.selected,
-            deps=state.plan.deps,
-            outcomes=state.outcomes,
-            durations=state.durations,
-            wall_time=self._wall_time(),
-            names={t: n.name for t, n in self.nodes.items()},
-        )
+        facts = self._facts()
         text = render_markdown(state.plan, facts, self.verdict, self.events.errors)
         if state.settings.summary_md is not None:
             path = state.settings.summary_md
