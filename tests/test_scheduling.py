@@ -580,7 +580,7 @@ def test_a_queued_node_that_a_finished_worker_never_ran_is_reported(
     h.start()
     h.complete("a")  # gw0 now runs c
     gw0 = h.node("gw0")
-    gw0.workeroutput = {"shouldfail": "stopping after 1 failures"}  # type: ignore[attr-defined]
+    gw0.workeroutput = {"shouldfail": "stopping after 1 failures"}
     h.sched.finish_session()
     skipped = h.recorder.skipped()
     assert skipped[nid("c")].startswith("not run:")

@@ -28,9 +28,9 @@ from pytest_conductor.bus import MessageBus
 from pytest_conductor.graph.algorithms import critical_path, dependents
 from pytest_conductor.plan.reader import Node
 from pytest_conductor.report.changes import (
+    HeadWatch,
     TreeSnapshot,
     changed_files,
-    head_sha,
     reported_files,
     take_snapshot,
 )
@@ -87,6 +87,7 @@ class ReportPlugin:
         self._collect_only = False
         self._interrupted = False
         self._spans: dict[str, tuple[float, float]] = {}
+        self._head: HeadWatch | None = None  # HEAD for TASK_COMPLETE, cached per commit
 
     # -- session start -------------------------------------------------------------------
 
@@ -189,7 +190,9 @@ class ReportPlugin:
         with self._guard(f"{kind}_{task}.event not written"):
             sha = ""
             if kind == "TASK_COMPLETE" and self.snapshot is not None:
-                sha = head_sha(self.snapshot.toplevel) or ""
+                if self._head is None:
+                    self._head = HeadWatch(self.snapshot.toplevel)
+                sha = self._head.sha() or ""
             outcome = self.state.outcomes.get(task)
             self.events.emit(
                 task,
