@@ -425,3 +425,26 @@ def test_format_failure() -> None:
         "1 of 3 acceptance criteria failed",
     ]
     assert format_failure([passed]) == "0 of 1 acceptance criteria failed"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["", ".", "a", "a/b", "a/b/missing", "missing/deeper", "out", "out/x", "a/up", "a/up/passwd",
+     "a/in", "a/in/b", "loop", "loop/x", "a/../a/b", "a/../../x", "/etc"],
+)  # fmt: skip
+def test_inside_root_agrees_with_resolving_everything(tmp_path: Path, path: str) -> None:
+    from pytest_conductor.acceptance.paths import inside_root
+
+    root = tmp_path / "root"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "out").symlink_to("/etc")
+    (root / "a" / "up").symlink_to("../..")  # leaves the root
+    (root / "a" / "in").symlink_to(root / "a")  # stays inside
+    (root / "loop").symlink_to(root / "loop")
+    try:
+        real_root = root.resolve()
+        real = (real_root / path).resolve()
+        expected = real == real_root or real.is_relative_to(real_root)
+    except (OSError, RuntimeError):
+        expected = False
+    assert inside_root(root, path) is expected
