@@ -19,6 +19,17 @@ Its exit status is checked, and so is the number of nodes that left their stamps
   the workers), which leaves out the start-up both pay.
 - latency: chains of short sleep nodes with a worker to spare; a dependency's end -> its
   dependent's start, median and p90; target median <= 20 ms.
+- cost: how the cost per node grows. N trivial nodes in chains of 10, each with one
+  ``exists`` criterion (what plans look like), for each N of ``--cost-sizes``, at ``-n 5``
+  and in-process (``-n 0``), against plain pytest with the same ``-n`` on N empty test
+  functions; whole-command wall time, alternated, median; the ratio per size. Targets:
+  <= 1.25 at ``-n 5``, <= 1.5 in-process. These projects have no conftest (no stamps).
+- memory: peak RSS of the controller process (``ru_maxrss``) at ``--memory-nodes`` chained
+  nodes under ``-n 5``, next to plain pytest's controller on as many empty tests.
+
+Every run gets the environment of the benchmark minus ``PYTEST_*`` and
+``PYTHONDONTWRITEBYTECODE`` (bytecode caches on, as users have them); in the cost part
+one unmeasured run of each project and mode warms them first.
 """
 
 from __future__ import annotations
@@ -46,10 +57,22 @@ from pytest_conductor.graph.algorithms import levels, longest_remaining, simulat
 TARGET_MAKESPAN = 1.10
 TARGET_OVERHEAD = 1.5
 TARGET_LATENCY_MS = 20.0
+TARGET_COST = {"xdist": 1.25, "in-process": 1.5}
 
 CONFTEST = Path(__file__).resolve().parent / "scheduler" / "conftest_stamps.py"
 TRACK = "bench"
-PARTS = ("makespan", "overhead", "latency")
+PARTS = ("makespan", "overhead", "latency", "cost", "memory")
+CHAIN = 10  # nodes per chain in the cost and memory parts
+MAXRSS_CONFTEST = """
+import os, resource
+
+def pytest_unconfigure(config):
+    # The controller (or the in-process run) only: workers have workerinput.
+    if not hasattr(config, "workerinput"):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        with open(os.path.join(os.environ["BENCH_STAMPS"], "maxrss"), "w") as out:
+            out.write(str(peak))
+"""
 # Each node depends on 0-2 nodes drawn from the DAG_WINDOW nodes before it. With 60 nodes
 # that gives 6-13 levels, a critical path close to total work / 5: the hard case for both
 # the lower bound (neither term dominates) and for level barriers.
@@ -157,7 +180,11 @@ def make_plain_project(where: Path, tests: int) -> Path:
 
 def run_pytest(project: Path, args: Sequence[str], expect_passed: int) -> float:
     """Run pytest in ``project``; returns the command's wall time. Exits on any failure."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PYTHONBREAKPOINT"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTEST_", "PYTHONBREAKPOINT", "PYTHONDONTWRITEBYTECODE"))
+    }
     env["BENCH_STAMPS"] = str(project / "stamps")
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args]
     start = time.perf_counter()
@@ -433,6 +460,76 @@ def bench_overhead(args: argparse.Namespace, tmp: Path) -> None:
     )
 
 
+def chained_plan(n: int) -> str:
+    """plan.md of ``n`` nodes in chains of :data:`CHAIN`, each checking ``marker.txt``."""
+    lines = ["# Cost track", "", "```yaml", "dag:", "  nodes:"]
+    for i in range(n):
+        deps = f', depends_on: ["c{i - 1:05d}"]' if i % CHAIN else ""
+        lines.append(f'    - {{id: "c{i:05d}"{deps}, acceptance: [{{exists: "marker.txt"}}]}}')
+    lines += ["```", ""]
+    return "\n".join(lines)
+
+
+def make_cost_projects(where: Path, n: int, conftest: str = "") -> tuple[Path, Path]:
+    """A chained track and a plain project of ``n`` empty tests, both without stamps."""
+    track, plain = where / f"track-{n}", where / f"plain-{n}"
+    for project in (track, plain):
+        project.mkdir(parents=True)
+        (project / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+        (project / "stamps").mkdir()
+        if conftest:
+            (project / "conftest.py").write_text(conftest, encoding="utf-8")
+    (track / "marker.txt").write_text("x\n", encoding="utf-8")
+    plan = track / "conductor" / "tracks" / TRACK
+    plan.mkdir(parents=True)
+    (plan / "plan.md").write_text(chained_plan(n), encoding="utf-8")
+    body = "".join(f"def test_{i:05d}():\n    pass\n\n\n" for i in range(n))
+    (plain / "test_trivial.py").write_text(body, encoding="utf-8")
+    return track, plain
+
+
+def bench_cost(args: argparse.Namespace, tmp: Path) -> None:
+    workers = args.workers
+    sizes = [int(x) for x in args.cost_sizes.split(",") if x.strip()]
+    print(
+        f"cost: N trivial nodes in chains of {CHAIN}, one exists criterion each, vs plain "
+        f"pytest on N empty tests; whole-command wall time, {args.rounds} alternating rounds, "
+        "medians"
+    )
+    print(f"  {'case':<26} {'conductor':>10} {'plain':>8} {'ratio':>6}  target")
+    for n in sizes:
+        track, plain = make_cost_projects(tmp / "cost", n)
+        for label, mode in ((f"-n {workers}", "xdist"), ("-n 0", "in-process")):
+            count = str(workers) if mode == "xdist" else "0"
+            conductor = [f"--conductor-track={TRACK}", "-n", count, *args.conductor_args]
+            run_pytest(track, conductor, n)  # warm-up: bytecode and assertion-rewrite caches
+            run_pytest(plain, ["-n", count], n)
+            walls: dict[str, list[float]] = {"conductor": [], "plain": []}
+            for _ in range(args.rounds):
+                walls["conductor"].append(run_pytest(track, conductor, n))
+                walls["plain"].append(run_pytest(plain, ["-n", count], n))
+            c, p = statistics.median(walls["conductor"]), statistics.median(walls["plain"])
+            target = TARGET_COST[mode]
+            print(
+                f"  {f'{n:,} chained, {label}':<26} {c:9.2f}s {p:7.2f}s {c / p:6.2f}  "
+                f"<= {target} {verdict(c / p <= target)}   load {load()}"
+            )
+
+
+def bench_memory(args: argparse.Namespace, tmp: Path) -> None:
+    n = args.memory_nodes
+    workers = args.workers
+    track, plain = make_cost_projects(tmp / "memory", n, MAXRSS_CONFTEST)
+    run_pytest(track, [f"--conductor-track={TRACK}", "-n", str(workers)], n)
+    run_pytest(plain, ["-n", str(workers)], n)
+    peak = {p.name: int((p / "stamps" / "maxrss").read_text()) / 1024 for p in (track, plain)}
+    print(
+        f"memory: peak RSS of the controller at {n:,} chained nodes, -n {workers}: conductor "
+        f"{peak[track.name]:.0f} MiB, plain pytest on {n:,} empty tests "
+        f"{peak[plain.name]:.0f} MiB"
+    )
+
+
 def bench_latency(args: argparse.Namespace, tmp: Path) -> None:
     chains, length, workers = args.chains, args.chain_length, args.latency_workers
     deps: Deps = {}
@@ -508,7 +605,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="none",
         help="overhead nodes without dependencies, or 30%% depending on one recent node",
     )
-    parser.add_argument("--rounds", type=int, default=3, help="alternating overhead rounds")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating overhead and cost rounds"
+    )
+    parser.add_argument("--cost-sizes", default="300,1000,3000", help="node counts (cost)")
+    parser.add_argument("--memory-nodes", type=int, default=10000, help="nodes (memory)")
     parser.add_argument("--chains", type=int, default=2, help="independent chains (latency)")
     parser.add_argument("--chain-length", type=int, default=31, help="nodes per chain")
     parser.add_argument("--latency-workers", type=int, default=3, help="-n of latency")
@@ -550,9 +651,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for part in PARTS:
             if part in parts:
-                {"makespan": bench_makespan, "overhead": bench_overhead, "latency": bench_latency}[
-                    part
-                ](args, tmp)
+                {
+                    "makespan": bench_makespan,
+                    "overhead": bench_overhead,
+                    "latency": bench_latency,
+                    "cost": bench_cost,
+                    "memory": bench_memory,
+                }[part](args, tmp)
                 print(f"  load average after {part}: {load()}")
     finally:
         if tmp_ctx is not None:

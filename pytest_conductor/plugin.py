@@ -45,13 +45,23 @@ def _load_state(config: pytest.Config) -> ConductorState | None:
     if not settings.active:
         return None
     from pytest_conductor.plan.reader import PlanError
-    from pytest_conductor.track.loading import TrackError, load_state
+    from pytest_conductor.track.loading import (
+        WORKER_STATE,
+        TrackError,
+        load_state,
+        unpack_state,
+    )
 
     extra_kinds = [k for kinds in config.hook.pytest_conductor_criterion_kinds() for k in kinds]
-    try:
-        state = load_state(settings, extra_kinds)
-    except (TrackError, PlanError) as exc:
-        raise pytest.UsageError(f"conductor: {exc}") from None
+    workerinput = getattr(config, "workerinput", {})
+    # An xdist worker gets the controller's parsed plan (see TrackPlugin) when it still
+    # matches plan.md; otherwise, and on the controller, the plan is read and checked.
+    state = unpack_state(settings, extra_kinds, workerinput.get(WORKER_STATE))
+    if state is None:
+        try:
+            state = load_state(settings, extra_kinds)
+        except (TrackError, PlanError) as exc:
+            raise pytest.UsageError(f"conductor: {exc}") from None
     config.stash[STATE_KEY] = state
     if not hasattr(config, "workerinput"):  # once per run: workers read the same plan
         from pytest_conductor.warnings import ConductorWarning

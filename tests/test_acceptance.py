@@ -435,3 +435,26 @@ def test_failure_headline_is_the_first_failed_criterion_in_one_line() -> None:
     assert failure_headline([passed, run]) == "run: make test: exit status 2"
     assert failure_headline([missing]) == "exists: b: missing: b"
     assert failure_headline([passed, run, missing]) == "run: make test: exit status 2 (and 1 more)"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["", ".", "a", "a/b", "a/b/missing", "missing/deeper", "out", "out/x", "a/up", "a/up/passwd",
+     "a/in", "a/in/b", "loop", "loop/x", "a/../a/b", "a/../../x", "/etc"],
+)  # fmt: skip
+def test_inside_root_agrees_with_resolving_everything(tmp_path: Path, path: str) -> None:
+    from pytest_conductor.acceptance.paths import inside_root
+
+    root = tmp_path / "root"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "out").symlink_to("/etc")
+    (root / "a" / "up").symlink_to("../..")  # leaves the root
+    (root / "a" / "in").symlink_to(root / "a")  # stays inside
+    (root / "loop").symlink_to(root / "loop")
+    try:
+        real_root = root.resolve()
+        real = (real_root / path).resolve()
+        expected = real == real_root or real.is_relative_to(real_root)
+    except (OSError, RuntimeError):
+        expected = False
+    assert inside_root(root, path) is expected

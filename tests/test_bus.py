@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -146,6 +147,13 @@ def test_events_are_written_whole_and_read_back(bus: MessageBus) -> None:
     # No temporary file is left where pollers look.
     assert sorted(p.name for p in bus.events_dir.iterdir()) == ["TASK_COMPLETE_1.10.event"]
     assert bus.events() == ["TASK_COMPLETE_1.10.event"]
+
+
+def test_an_events_folder_removed_by_hand_is_made_again(bus: MessageBus) -> None:
+    bus.write_event("TASK_COMPLETE", "a")
+    shutil.rmtree(bus.events_dir)
+    bus.write_event("TASK_FAILED", "b", "boom")
+    assert bus.events() == ["TASK_FAILED_b.event"]
 
 
 @pytest.mark.parametrize("bad", ["", ".", "..", "../x", "a/b", "a\\b", "1 1", "/etc/passwd"])

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pytest_conductor.report.changes import (
+    HeadWatch,
     changed_files,
     git_toplevel,
     head_sha,
@@ -111,6 +112,32 @@ def test_commits_made_during_the_run_count(repo: Path) -> None:
     git(repo, "commit", "-qm", "agent work")
     assert head_sha(repo) != start
     assert changed_files(snap) == ["added.txt", "clean.txt"]
+
+
+@needs_git
+def test_head_watch_follows_commits_checkouts_packing_and_worktrees(repo: Path) -> None:
+    watch = HeadWatch(repo)
+    first = watch.sha()
+    assert first == head_sha(repo)
+    assert watch.sha() == first  # unchanged files: the cached answer
+    for step in range(3):  # commits in quick succession (same mtime tick at times)
+        (repo / "clean.txt").write_text(f"commit {step}\n")
+        git(repo, "commit", "-qam", f"step {step}")
+        assert watch.sha() == head_sha(repo)
+    git(repo, "pack-refs", "--all")
+    assert watch.sha() == head_sha(repo)
+    git(repo, "checkout", "-q", "--detach", "HEAD~2")
+    assert watch.sha() == head_sha(repo)
+    git(repo, "checkout", "-q", "-")
+    assert watch.sha() == head_sha(repo)
+    other = repo.parent / "other"
+    git(repo, "worktree", "add", "-q", "-b", "side", str(other))
+    side = HeadWatch(other)
+    assert side.sha() == head_sha(other)
+    (other / "clean.txt").write_text("on the side\n")
+    git(other, "commit", "-qam", "side")
+    assert side.sha() == head_sha(other) != watch.sha()
+    assert HeadWatch(repo.parent).sha() is None  # not a repository
 
 
 @needs_git

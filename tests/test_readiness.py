@@ -168,6 +168,36 @@ def test_stop_returns_the_never_dispatched_nodes() -> None:
     assert queue.stop() == []
 
 
+def test_a_withdrawn_node_is_ready_again_or_not_run_once_stopped() -> None:
+    queue = make_queue({"a": (), "b": (), "c": ("a",)}, resources={"b": ["f"]})
+    run_next(queue)  # a
+    run_next(queue)  # b, holding f
+    assert queue.withdraw("b") is False
+    assert queue.state("b") == READY
+    assert queue.running == ("a",)
+    assert run_next(queue) == "b"  # f was given back
+    queue.stop()
+    assert queue.withdraw("b") is True
+    assert queue.state("b") == NOT_RUN
+    with pytest.raises(ValueError, match="cannot withdraw 'c'"):
+        queue.withdraw("c")
+    queue.finish("a", PASSED)
+    assert queue.done
+
+
+def test_critical_compares_the_remaining_path_with_the_work_left_per_worker() -> None:
+    # A chain of three and two single nodes, weight 1 each: 5 units of work.
+    queue = make_queue({"x1": (), "x2": ("x1",), "x3": ("x2",), "y": (), "z": ()})
+    assert queue.work_left == 5
+    assert queue.critical("x1", 2)  # path 3 >= 5 / 2
+    assert not queue.critical("y", 2)
+    assert not queue.critical("x1", 1)  # one worker: the work (5) bounds the run
+    run_next(queue)  # x1
+    queue.finish("x1", FAILED)  # blocks x2 and x3: 2 units left
+    assert queue.work_left == 2
+    assert queue.critical("y", 2)  # path 1 >= 2 / 2
+
+
 def test_extra_items_are_independent_work() -> None:
     queue = make_queue({"a": (), "b": ("a",)}, extra=["tests/test_x.py::test_one"])
     assert queue.keys == ("a", "b", "tests/test_x.py::test_one")
@@ -227,6 +257,7 @@ def simulate(
     started: list[str] = []
     passed = set(satisfied)
     while not queue.done:
+        assert any(queue.state(k) not in FINAL_STATES for k in queue.keys)
         while len(queue.running) < workers:
             key = queue.next_node()
             if key is None:
@@ -237,11 +268,15 @@ def simulate(
             queue.start(key)
             started.append(key)
         assert queue.running, "nothing runs although the queue is not done: deadlock"
+        open_keys = [k for k in queue.keys if queue.state(k) not in FINAL_STATES]
+        assert queue.work_left == pytest.approx(len(open_keys))  # weight 1 each
         key = rng.choice(queue.running)
         status = status_of[key]
         queue.finish(key, status)
         if status == PASSED:
             passed.add(key)
+    assert all(queue.state(k) in FINAL_STATES for k in queue.keys)
+    assert queue.work_left == pytest.approx(0)
     return started
 
 

@@ -59,6 +59,17 @@ class MockNode(BaseOfMockNode):
         return self._shutdown
 
 
+class StealNode(MockNode):
+    """A worker that can give queued items back, as xdist >= 3.2's ``steal`` command."""
+
+    def __init__(self, gid: str) -> None:
+        super().__init__(gid)
+        self.steals: list[list[int]] = []
+
+    def send_steal(self, indices: Sequence[int]) -> None:
+        self.steals.append(list(indices))
+
+
 @dataclass
 class Recorder:
     """Records what the scheduler reports on the controller."""
@@ -141,6 +152,17 @@ class Harness:
     def node(self, gid: str) -> MockNode:
         return next(n for n in self.nodes if n.gateway.id == gid)
 
+    def pending(self) -> dict[str, list[str]]:
+        """worker id -> tasks sent to it and not completed, running one first."""
+        assert self.sched.collection is not None
+        return {
+            node.gateway.id: [self.sched.collection[i].rpartition("::")[2] for i in pending]
+            for node, pending in self.sched.node2pending.items()
+        }
+
+    def index(self, task: str) -> int:
+        return self.collection.index(nid(task))
+
 
 def make_state(
     root: Path,
@@ -149,10 +171,16 @@ def make_state(
     files: dict[str, tuple[str, ...]] | None = None,
     max_workers: int = 5,
     last_outcomes: dict[str, str] | None = None,
+    estimates: dict[str, float] | None = None,
 ) -> ConductorState:
     plan_nodes = tuple(
         Node(
-            id=t, name=f"name {t}", depends_on=tuple(d), files=(files or {}).get(t, ()), line=i + 3
+            id=t,
+            name=f"name {t}",
+            depends_on=tuple(d),
+            files=(files or {}).get(t, ()),
+            line=i + 3,
+            estimated_duration=(estimates or {}).get(t),
         )
         for i, (t, d) in enumerate(nodes)
     )
@@ -164,7 +192,7 @@ def make_state(
         settings=settings,
         plan=plan,
         criteria={n.id: [] for n in plan_nodes},
-        weights={n.id: 1.0 for n in plan_nodes},
+        weights={n.id: (estimates or {}).get(n.id, 1.0) for n in plan_nodes},
         resources={n.id: n.files for n in plan_nodes},
         last_outcomes=last_outcomes or {},
     )
@@ -182,6 +210,8 @@ class MakeHarness(Protocol):
         files: dict[str, tuple[str, ...]] | None = None,
         max_workers: int = 5,
         last_outcomes: dict[str, str] | None = None,
+        estimates: dict[str, float] | None = None,
+        steal: bool = False,
     ) -> Harness: ...
 
 
@@ -199,10 +229,17 @@ def harness(pytester: pytest.Pytester) -> MakeHarness:
         files: dict[str, tuple[str, ...]] | None = None,
         max_workers: int = 5,
         last_outcomes: dict[str, str] | None = None,
+        estimates: dict[str, float] | None = None,
+        steal: bool = False,
     ) -> Harness:
         config = pytester.parseconfig(f"--tx={workers}*popen", *args)
         state = make_state(
-            pytester.path, nodes, files=files, max_workers=max_workers, last_outcomes=last_outcomes
+            pytester.path,
+            nodes,
+            files=files,
+            max_workers=max_workers,
+            last_outcomes=last_outcomes,
+            estimates=estimates,
         )
         config.stash[STATE_KEY] = state
         recorder = Recorder()
@@ -210,7 +247,7 @@ def harness(pytester: pytest.Pytester) -> MakeHarness:
         if session is not None:
             config.pluginmanager.register(session, "session")
         sched = DagScheduling(config)
-        fakes = [MockNode(f"gw{i}") for i in range(workers)]
+        fakes = [(StealNode if steal else MockNode)(f"gw{i}") for i in range(workers)]
         ids = [nid(t) for t, _ in nodes] if collection is None else list(collection)
         return Harness(config, state, recorder, sched, fakes, ids)
 
@@ -446,6 +483,120 @@ def test_finish_session_reports_what_xdist_left_undispatched(harness: MakeHarnes
     }
     h.sched.finish_session()  # idempotent
     assert len(h.recorder.skipped()) == 1
+
+
+# -- a queued node per worker -------------------------------------------------------------
+
+
+def test_more_ready_than_free_workers_queues_one_behind_each(harness: MakeHarness) -> None:
+    h = harness([(t, ()) for t in "abcdef"], workers=2, steal=True)
+    h.start()
+    assert h.pending() == {"gw0": ["a", "c"], "gw1": ["b", "d"]}  # one queued each, no more
+    h.complete("a")
+    # c runs on gw0 now; e waits behind it; f stays with the controller.
+    assert h.pending() == {"gw0": ["c", "e"], "gw1": ["b", "d"]}
+    for task in "bcdef":
+        h.complete(task)
+    assert h.sched.tests_finished
+
+
+def test_without_steal_nothing_is_queued(harness: MakeHarness) -> None:
+    h = harness([(t, ()) for t in "abcd"], workers=2)
+    h.start()
+    assert h.pending() == {"gw0": ["a"], "gw1": ["b"]}
+
+
+def test_long_nodes_are_never_queued_nor_queued_behind(harness: MakeHarness) -> None:
+    # a: long and first in plan order; d: long, so nothing queues in front of it.
+    estimates = {"a": 2.0, "b": 0.01, "c": 0.01, "d": 2.0, "e": 0.01}
+    h = harness([(t, ()) for t in "abcde"], workers=2, steal=True, estimates=estimates)
+    h.start()
+    # Ready by rank: a (2.0), d (2.0), b, c, e. a and d run; nothing queues behind them.
+    assert h.pending() == {"gw0": ["a"], "gw1": ["d"]}
+    h.complete("d")
+    # b runs on gw1; c (short) may wait behind b (short), never behind a.
+    assert h.pending() == {"gw0": ["a"], "gw1": ["b", "c"]}
+
+
+def test_a_long_ready_node_is_not_passed_by_a_queued_short_one(harness: MakeHarness) -> None:
+    # p and q are short but head paths of 2 s; L (1 s) is ready next, s (short) after it.
+    nodes = [("p", ()), ("p2", ("p",)), ("q", ()), ("q2", ("q",)), ("L", ()), ("s", ())]
+    estimates = {"p": 0.01, "p2": 2.0, "q": 0.01, "q2": 2.0, "L": 1.0, "s": 0.01}
+    h = harness(nodes, workers=2, steal=True, estimates=estimates)
+    h.start()
+    assert h.pending() == {"gw0": ["p"], "gw1": ["q"]}  # s may not jump ahead of L
+    h.complete("p")
+    assert h.pending() == {"gw0": ["p2"], "gw1": ["q"]}
+
+
+def test_a_critical_node_is_never_queued_nor_queued_behind(harness: MakeHarness) -> None:
+    # x1 -> x2 -> x3 is the critical path (3 >= 5 nodes / 2 workers); y and z have slack.
+    nodes = [("x1", ()), ("x2", ("x1",)), ("x3", ("x2",)), ("y", ()), ("z", ())]
+    h = harness(nodes, workers=2, steal=True)
+    h.start()
+    assert h.pending() == {"gw0": ["x1"], "gw1": ["y", "z"]}  # nothing behind x1
+    h.complete("x1")
+    assert h.pending() == {"gw0": ["x2"], "gw1": ["y", "z"]}  # x2 started at once
+
+
+def test_short_nodes_of_unknown_duration_check_files_only() -> None:
+    from pytest_conductor.acceptance.criteria import Criterion
+    from pytest_conductor.scheduling.scheduler import short_nodes
+
+    state = make_state(Path("/nowhere"), [("a", ()), ("b", ()), ("c", ()), ("d", ())])
+    state.criteria["a"] = [Criterion("exists", {"exists": "x"})]
+    state.criteria["b"] = [Criterion("run", {"run": "make"})]
+    state.weights["c"] = 0.002  # measured last time
+    state.weights["d"] = 3.0
+    assert short_nodes(state, ["a", "b", "c", "d"]) == {"a", "c"}
+
+
+def test_exitfirst_takes_back_queued_nodes_and_reports_them_not_run(
+    harness: MakeHarness,
+) -> None:
+    session = FakeSession()
+    h = harness([(t, ()) for t in "abcdef"], workers=2, args=["-x"], session=session, steal=True)
+    h.start()
+    assert h.pending() == {"gw0": ["a", "c"], "gw1": ["b", "d"]}
+    session.shouldfail = "stopping after 1 failures"
+    h.complete("a", "failed")  # gw0 went on to c already, so only d is asked back
+    steal_node = h.node("gw1")
+    assert isinstance(steal_node, StealNode)
+    assert steal_node.steals == [[h.index("d")]]
+    reason = "not run: stopped after the first failure (-x/--maxfail=1)"
+    assert h.recorder.skipped() == {nid("e"): reason, nid("f"): reason}
+    h.sched.remove_pending_tests_from_node(steal_node, [h.index("d")])  # its answer
+    assert h.recorder.skipped()[nid("d")] == reason
+    assert h.state.outcomes["d"].status == "skipped"
+    assert h.pending() == {"gw0": ["c"], "gw1": ["b"]}
+    h.complete("b")
+    h.complete("c")
+    assert h.sched.tests_finished
+
+
+def test_a_queued_node_that_a_finished_worker_never_ran_is_reported(
+    harness: MakeHarness,
+) -> None:
+    h = harness([(t, ()) for t in "abcd"], workers=2, steal=True)
+    h.start()
+    h.complete("a")  # gw0 now runs c
+    gw0 = h.node("gw0")
+    gw0.workeroutput = {"shouldfail": "stopping after 1 failures"}
+    h.sched.finish_session()
+    skipped = h.recorder.skipped()
+    assert skipped[nid("c")].startswith("not run:")
+    assert nid("d") in skipped  # queued behind b on a worker that may still run b
+    assert nid("b") not in skipped
+
+
+def test_a_crash_gives_the_queued_node_to_another_worker(harness: MakeHarness) -> None:
+    h = harness([(t, ()) for t in "abcd"], workers=2, steal=True)
+    h.start()
+    assert h.pending() == {"gw0": ["a", "c"], "gw1": ["b", "d"]}
+    assert h.sched.remove_node(h.node("gw0")) == nid("a")
+    assert h.state.outcomes["a"].status == "failed"
+    h.complete("b")
+    assert h.pending() == {"gw1": ["d", "c"]}  # c was given back and sent again
 
 
 def test_unknown_completion_is_refused(harness: MakeHarness) -> None:

@@ -209,6 +209,66 @@ def test_exitfirst_reports_the_nodes_it_never_dispatched(
         assert skipped is not None and skipped.attrib["message"] == reason
 
 
+QUEUED_PROBE = """
+from pytest_conductor.scheduling.xdist_hooks import SCHEDULER_KEY
+
+def pytest_sessionfinish(session):
+    scheduler = session.config.stash.get(SCHEDULER_KEY, None)
+    if scheduler is not None:
+        with open("queued.txt", "w") as out:
+            out.write(str(scheduler.queued))
+"""
+
+
+def test_short_chained_nodes_are_queued_and_all_run_in_order(
+    pytester: pytest.Pytester, write_plan: PlanWriter
+) -> None:
+    # 10 chains of 4 quick file checks on 2 workers: more ready than free workers.
+    pytester.makeconftest(QUEUED_PROBE)
+    (pytester.path / "marker.txt").write_text("x")
+    lines = []
+    for chain in range(10):
+        for step in range(4):
+            deps = f"[c{chain}s{step - 1}]" if step else "[]"
+            lines.append(
+                f"    - {{id: c{chain}s{step}, depends_on: {deps}, "
+                "acceptance: [{exists: marker.txt}]}"
+            )
+    write_plan("dag:\n  nodes:\n" + "\n".join(lines) + "\n")
+    result = run(pytester, "-n", "2", "-v")
+    result.assert_outcomes(passed=40)
+    assert int((pytester.path / "queued.txt").read_text()) > 0
+    order = [line.split("::")[1].split()[0] for line in result.outlines if " PASSED" in line]
+    for chain in range(10):
+        steps = [order.index(f"c{chain}s{step}") for step in range(4)]
+        assert steps == sorted(steps), (chain, order)
+
+
+def test_exitfirst_reports_queued_nodes_as_not_run(
+    pytester: pytest.Pytester, track: MakeTrack
+) -> None:
+    # The estimates say short, so nodes wait in the workers' queues; a fails first.
+    track(
+        node("a", mode="fail", seconds=0.05, estimate="10ms"),
+        node("b", seconds=1.5, estimate="10ms"),
+        *(node(t, seconds=0.05, estimate="10ms") for t in "cdefgh"),
+    )
+    pytester.makeconftest(QUEUED_PROBE)
+    xml = pytester.path / "report.xml"
+    result = run(pytester, "-n", "2", "-x", f"--junitxml={xml}")
+    assert int((pytester.path / "queued.txt").read_text()) > 0
+    reason = "not run: stopped after the first failure (-x/--maxfail=1)"
+    cases = junit_cases(xml)
+    assert set(cases) == set("abcdefgh")
+    assert cases["a"].find("failure") is not None
+    assert cases["b"].find("failure") is None and cases["b"].find("skipped") is None
+    for task in "cdefgh":
+        assert not started(pytester, task), task
+        skipped = cases[task].find("skipped")
+        assert skipped is not None and skipped.attrib["message"] == reason, task
+    result.assert_outcomes(passed=1, failed=1, skipped=6)
+
+
 def test_the_dag_scheduler_is_used_whatever_dist_says(
     pytester: pytest.Pytester, track: MakeTrack
 ) -> None:

@@ -101,6 +101,24 @@ def test_dsession_calls_and_attributes() -> None:
     assert 'when="???"' in crash and "pytest_handlecrashitem" in crash
 
 
+def test_steal_gives_queued_items_back_through_unscheduled() -> None:
+    # The worker queue of DagScheduling: on a stop, the controller asks a worker for its
+    # queued items back; the worker answers with those it had not started (all or none),
+    # and dsession hands them to sched.remove_pending_tests_from_node.
+    assert list(inspect.signature(xdist.workermanage.WorkerController.send_steal).parameters) == [
+        "self",
+        "indices",
+    ]
+    steal = inspect.getsource(xdist.remote.WorkerInteractor.steal)
+    assert 'sendevent("unscheduled", indices=stolen)' in steal
+    assert "self.steal(" in inspect.getsource(xdist.remote.WorkerInteractor.handle_command)
+    unscheduled = inspect.getsource(xdist.dsession.DSession.worker_unscheduled)
+    assert "self.sched.remove_pending_tests_from_node(node, indices)" in unscheduled
+    assert '"unscheduled"' in inspect.getsource(
+        xdist.workermanage.WorkerController.process_from_remote
+    )
+
+
 def test_hookspecs() -> None:
     make = xdist.newhooks.pytest_xdist_make_scheduler
     assert list(inspect.signature(make).parameters) == ["config", "log"]

@@ -6,6 +6,7 @@ the root; checking asks again at run time, since the tree may have changed in be
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -28,11 +29,29 @@ def lexical_escape(path: str) -> str:
 def inside_root(root: Path, path: str | Path) -> bool:
     """Whether ``root/path`` resolves (following symlinks) inside ``root``."""
     try:
-        real_root = root.resolve()
+        real_root = _real_root(root)
+        relative = Path(path)
+        if not relative.is_absolute() and os.pardir not in relative.parts:
+            # Checked once per node: lstat only the path's own components. Without a
+            # symlink among them, root/path stays inside whether it exists or not.
+            current = real_root
+            for part in relative.parts:
+                current = current / part
+                if current.is_symlink():
+                    break
+            else:
+                return True
         real = (real_root / path).resolve()
     except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
         return False
     return real == real_root or real.is_relative_to(real_root)
+
+
+@functools.lru_cache(maxsize=16)
+def _real_root(root: Path) -> Path:
+    # The project root of a run does not move while it runs; its own path is resolved
+    # once (each call would lstat every component from /).
+    return root.resolve()
 
 
 def glob_inside(root: Path, pattern: str) -> bool | None:

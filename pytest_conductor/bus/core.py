@@ -195,11 +195,15 @@ class MessageBus(WorkerStatusPart, FileLocksPart):
     def write_event(self, type: str, task_id: str, content: str = "") -> Path:
         """Write ``events/<TYPE>_<task_id>.event`` whole (replacing an older one)."""
         target = self.events_dir / self._event_name(type, task_id)
+        data = content.encode("utf-8")
         with self._locked(EVENTS):
-            self.events_dir.mkdir(exist_ok=True)
             # No fsync: the controller writes one per node on the path that dispatches the
             # next node, where an fsync cost ~2.5 ms per hand-over (bench_scheduler latency).
-            atomic_write(target, content.encode("utf-8"), durable=False)
+            try:
+                atomic_write(target, data, durable=False)
+            except FileNotFoundError:  # events/ removed by hand: make it again (not per node)
+                self.events_dir.mkdir(parents=True, exist_ok=True)
+                atomic_write(target, data, durable=False)
         return target
 
     def read_event(self, type: str, task_id: str) -> str | None:

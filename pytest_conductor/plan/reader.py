@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
@@ -137,6 +137,11 @@ class Plan:
 
     def node(self, node_id: str) -> Node:
         return self.by_id[node_id]
+
+    def __getstate__(self) -> dict[str, object]:
+        # Pickled for xdist workers: the cached views (MappingProxyType) do not pickle,
+        # and are rebuilt on first use anyway.
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @cached_property
     def ids(self) -> tuple[str, ...]:

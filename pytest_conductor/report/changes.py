@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 __all__ = [
+    "HeadWatch",
     "TreeSnapshot",
     "changed_files",
     "git_toplevel",
@@ -95,6 +96,59 @@ def head_sha(path: Path, *, short: bool = True) -> str | None:
     if out is None:
         return None
     return os.fsdecode(out).strip() or None
+
+
+class HeadWatch:
+    """``HEAD``'s short commit, asked of git again only when git's files for it changed.
+
+    Every TASK_COMPLETE carries it, and one ``git rev-parse`` per node cost more than the
+    rest of the node's bookkeeping. What decides HEAD lives in ``<git dir>/HEAD``, the
+    loose ref it names, ``packed-refs`` and (reftable repositories) ``reftable/tables.list``;
+    git replaces each of them by a rename, so their inode, mtime and size change whenever
+    HEAD may have moved (an agent committing mid-run included).
+    """
+
+    def __init__(self, toplevel: Path) -> None:
+        self.toplevel = toplevel
+        self._dirs: tuple[Path, Path] | None = None
+        self._key: tuple[object, ...] | None = None
+        self._sha: str | None = None
+
+    def sha(self) -> str | None:
+        if self._dirs is None:
+            out = _git(self.toplevel, "rev-parse", "--absolute-git-dir", "--git-common-dir")
+            lines = os.fsdecode(out).splitlines() if out is not None else []
+            if len(lines) < 2:
+                return head_sha(self.toplevel)
+            # --git-common-dir may be relative to the directory git ran in.
+            self._dirs = (Path(lines[0]), self.toplevel / lines[1])
+        key = self._signature(*self._dirs)
+        if key is None:
+            return head_sha(self.toplevel)
+        if key != self._key:
+            self._sha = head_sha(self.toplevel)
+            self._key = key
+        return self._sha
+
+    @staticmethod
+    def _signature(git_dir: Path, common: Path) -> tuple[object, ...] | None:
+        try:
+            head = (git_dir / "HEAD").read_bytes()
+        except OSError:
+            return None
+        files = [git_dir / "HEAD", common / "packed-refs", common / "reftable" / "tables.list"]
+        if head.startswith(b"ref:"):
+            ref = os.fsdecode(head[4:].strip())
+            files += [git_dir / ref, common / ref]  # per-worktree ref, shared ref
+        return (head, *(_stat_key(f) for f in files))
+
+
+def _stat_key(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _content_hash(path: Path) -> str | None:

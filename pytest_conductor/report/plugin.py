@@ -35,9 +35,9 @@ from pytest_conductor.isolation.git import GitError
 from pytest_conductor.isolation.worktrees import IsolationError, TrackRepo
 from pytest_conductor.plan.reader import Node
 from pytest_conductor.report.changes import (
+    HeadWatch,
     TreeSnapshot,
     changed_files,
-    head_sha,
     reported_files,
     take_snapshot,
 )
@@ -119,6 +119,7 @@ class ReportPlugin:
         self._merge_shas: dict[str, str] = {}
         self._branch: str | None = None  # worktree isolation: the track branch at its head
         self._failure_types: dict[str, str] = {}  # task -> criterion kind, or "agent"
+        self._head: HeadWatch | None = None  # HEAD for TASK_COMPLETE, cached per commit
 
     # -- session start -------------------------------------------------------------------
 
@@ -251,7 +252,9 @@ class ReportPlugin:
             if kind == "TASK_COMPLETE" and task in self._merge_shas:
                 sha = self._merge_shas[task]  # worktree isolation: the node's merge commit
             elif kind == "TASK_COMPLETE" and self.snapshot is not None:
-                sha = head_sha(self.snapshot.toplevel) or ""
+                if self._head is None:
+                    self._head = HeadWatch(self.snapshot.toplevel)
+                sha = self._head.sha() or ""
             outcome = self.state.outcomes.get(task)
             self.events.emit(
                 task,

@@ -89,6 +89,8 @@ class DagQueue:
             t: tuple(d for d in self._deps.get(t, ()) if d in self._selected) for t in self._order
         }
         remaining = longest_remaining(sub, weights)
+        self._remaining = remaining
+        self._weight = {key: float(weights.get(key, 1.0)) for key in self._order}
         # Sort key of a ready node: longest remaining path first, then plan order.
         self._rank = {key: (-remaining[key], self._position[key]) for key in self._order}
         self._topo = {key: i for i, key in enumerate(priority_order(sub, weights))}
@@ -99,6 +101,9 @@ class DagQueue:
         }
         self._waiting = {key: len(sub[key]) for key in self._order}
         self._state = dict.fromkeys(self._order, PENDING)
+        # Nodes not yet final, and their total weight: ``done`` and ``critical`` in O(1).
+        self._open = len(self._order)
+        self._work_left = sum(self._weight.values())
         # Outcomes as this queue saw them (the shared map may lag, e.g. after a crash).
         self._outcomes: dict[str, NodeOutcome] = {}
         self._held: dict[str, str] = {}  # resource -> running key holding it
@@ -129,7 +134,21 @@ class DagQueue:
     @property
     def done(self) -> bool:
         """True when every node reached a final state (nothing pending, ready or running)."""
-        return not self._running and all(s in FINAL_STATES for s in self._state.values())
+        return self._open == 0
+
+    @property
+    def work_left(self) -> float:
+        """Total weight of the nodes not yet final (pending, ready or running)."""
+        return self._work_left
+
+    def critical(self, key: str, workers: int) -> bool:
+        """Whether delaying ``key`` may delay the end of the run.
+
+        The run cannot end before ``max(longest remaining path, work left / workers)``.
+        While the work term is the larger, every node has slack; a node whose own remaining
+        path reaches it has none.
+        """
+        return self._remaining[key] >= self._work_left / max(1, workers)
 
     def state(self, key: str) -> str:
         return self._state[key]
@@ -186,6 +205,7 @@ class DagQueue:
         for resource in self._resources[key]:
             del self._held[resource]
         self._state[key] = status
+        self._closed(key)
         self._outcomes[key] = NodeOutcome(status)
         if status == PASSED:
             for user in self._users[key]:
@@ -205,10 +225,33 @@ class DagQueue:
         never = [k for k in self._order if self._state[k] in (PENDING, READY)]
         for key in never:
             self._state[key] = NOT_RUN
+            self._closed(key)
         self._ready.clear()
         return never
 
+    def withdraw(self, key: str) -> bool:
+        """Take back a running node that never started (a worker's queue gave it back).
+
+        It frees its resources and becomes ready again; or, once the queue is stopped,
+        ``not_run`` (returns True then, for the caller to report it).
+        """
+        if self._state.get(key) != RUNNING:
+            raise ValueError(f"cannot withdraw {key!r}: it is {self._state.get(key, 'unknown')}")
+        self._running.remove(key)
+        for resource in self._resources[key]:
+            del self._held[resource]
+        if self._stopped:
+            self._state[key] = NOT_RUN
+            self._closed(key)
+            return True
+        self._make_ready(key)
+        return False
+
     # -- internals -----------------------------------------------------------------------
+
+    def _closed(self, key: str) -> None:
+        self._open -= 1
+        self._work_left -= self._weight[key]
 
     def _make_ready(self, key: str) -> None:
         self._state[key] = READY
@@ -242,6 +285,7 @@ class DagQueue:
                 continue
             outcome = NodeOutcome(BLOCKED, why.root, why.reason)
             self._state[key] = BLOCKED
+            self._closed(key)
             self._outcomes[key] = outcome
             self._shared[key] = outcome
             newly.append((key, why))

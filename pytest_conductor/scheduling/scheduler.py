@@ -1,9 +1,11 @@
 """The dependency-aware xdist scheduler: :class:`DagScheduling`.
 
 It implements xdist's ``Scheduling`` protocol (``xdist/scheduler/protocol.py``) on top of a
-:class:`~pytest_conductor.scheduling.readiness.DagQueue`: one node in flight per worker, at most
-``conductor_max_workers`` in flight overall, a node sent as soon as its dependencies
-passed. It relies on two facts about xdist (DESIGN §9): a node's test reports reach the
+:class:`~pytest_conductor.scheduling.readiness.DagQueue`: one node running per worker, at most
+``conductor_max_workers`` workers busy, a node sent as soon as its dependencies passed.
+When more nodes are ready than workers are free, a busy worker may also hold one *queued*
+node (see :func:`queueable`), so it does not idle for a round trip between two short
+nodes. It relies on two facts about xdist (DESIGN §9): a node's test reports reach the
 controller before its ``mark_test_complete``, so ``state.outcomes`` already holds its
 outcome; and a worker runs an item as soon as it arrives only with
 :mod:`pytest_conductor.scheduling.worker_patch` installed on the workers.
@@ -15,7 +17,9 @@ the terminal and in ``--junitxml``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import time
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 import pytest
@@ -29,7 +33,41 @@ if TYPE_CHECKING:
     from xdist.remote import Producer
     from xdist.workermanage import WorkerController
 
-__all__ = ["DagScheduling"]
+__all__ = ["QUEUE_THRESHOLD", "QUICK_KINDS", "DagScheduling", "short_nodes"]
+
+#: Seconds: a node expected to take longer is never queued, nor queued behind. Queuing
+#: saves one controller round trip (a few ms) per node; above this it is noise, while a
+#: node stuck behind a long one could wait for all of it.
+QUEUE_THRESHOLD = 0.05
+#: Criteria kinds that only look at files: a node with only these (and no agent) is quick
+#: even when nothing estimated or measured its duration.
+QUICK_KINDS = frozenset({"exists", "contains", "prose"})
+
+
+def short_nodes(state: ConductorState, tasks: Collection[str]) -> frozenset[str]:
+    """The nodes of ``tasks`` expected to take at most :data:`QUEUE_THRESHOLD` seconds.
+
+    ``estimated_duration`` decides when given, else the duration measured last time
+    (``state.weights`` holds one of them, or the default 1.0 when neither is known);
+    unknown, a node is short only if no agent runs for it and it checks files only.
+    """
+    short: set[str] = set()
+    for task in tasks:
+        node = state.plan.node(task)
+        if node.estimated_duration is not None:
+            expected: float | None = node.estimated_duration
+        else:
+            weight = state.weights.get(task, 1.0)
+            expected = None if weight == 1.0 else weight  # 1.0 is the "unknown" default
+        if expected is not None:
+            quick = expected <= QUEUE_THRESHOLD
+        else:
+            quick = not state.dispatches(task) and all(
+                c.kind in QUICK_KINDS for c in state.criteria.get(task, ())
+            )
+        if quick:
+            short.add(task)
+    return frozenset(short)
 
 
 class DagScheduling:
@@ -58,9 +96,16 @@ class DagScheduling:
         self.numnodes = _expected_workers(config)
         self.max_in_flight = found.settings.max_workers
         self.node2collection: dict[WorkerController, list[str]] = {}
-        # The item index each worker is running, None when idle. Dict order = join order,
-        # which also decides which idle worker gets the next node.
-        self.node2running: dict[WorkerController, int | None] = {}
+        # The item indices sent to each worker and not completed, in the order it runs
+        # them: the first is running (or about to), any other is queued behind it. Dict
+        # order = join order, which also decides which idle worker gets the next node.
+        self.node2pending: dict[WorkerController, list[int]] = {}
+        # When each busy worker's first pending item was sent or became first.
+        self._head_since: dict[WorkerController, float] = {}
+        # Queue keys that may be queued behind another node (short ones), set at schedule.
+        self._short: frozenset[str] = frozenset()
+        #: How many nodes were sent to a worker that was still running another one.
+        self.queued = 0
         self.collection: list[str] | None = None
         self.queue: DagQueue | None = None
         # Why the run stopped dispatching (``-x``, ``--maxfail``, a crash limit), once it has.
@@ -76,7 +121,12 @@ class DagScheduling:
 
     @property
     def nodes(self) -> list[WorkerController]:
-        return list(self.node2running)
+        return list(self.node2pending)
+
+    @property
+    def node2running(self) -> dict[WorkerController, int | None]:
+        """The item each worker runs (its first pending one), None when idle."""
+        return {node: (p[0] if p else None) for node, p in self.node2pending.items()}
 
     @property
     def collection_is_completed(self) -> bool:
@@ -96,11 +146,11 @@ class DagScheduling:
         return self.queue is not None and not self.queue.done
 
     def add_node(self, node: WorkerController) -> None:
-        assert node not in self.node2running, node
-        self.node2running[node] = None
+        assert node not in self.node2pending, node
+        self.node2pending[node] = []
 
     def add_node_collection(self, node: WorkerController, collection: Sequence[str]) -> None:
-        assert node in self.node2running, node
+        assert node in self.node2pending, node
         if self.collection is not None and list(collection) != self.collection:
             # A replacement for a crashed worker gets work only if it agrees.
             from xdist.report import report_collection_diff
@@ -134,11 +184,15 @@ class DagScheduling:
         self, node: WorkerController, item_index: int, duration: float = 0
     ) -> None:
         assert self.queue is not None
-        running = self.node2running.get(node)
-        if running != item_index:
-            # Not something this scheduler sent (or sent elsewhere): never guess.
+        pending = self.node2pending.get(node)
+        running = pending[0] if pending else None
+        if pending is None or running != item_index:
+            # Not something this scheduler sent (or sent elsewhere): never guess; a worker
+            # runs what it was sent in order.
             raise AssertionError(f"{node.gateway.id} completed item {item_index}, not {running}")
-        self.node2running[node] = None
+        del pending[0]
+        if pending:
+            self._head_since[node] = time.monotonic()
         status = self._status_of(item_index)
         if status == FAILED:
             self._failures += 1
@@ -156,7 +210,16 @@ class DagScheduling:
     def remove_pending_tests_from_node(
         self, node: WorkerController, indices: Sequence[int]
     ) -> None:
-        raise NotImplementedError("DagScheduling never sends a worker more than one item")
+        """Queued items a worker gave back (the answer to our ``steal``): they never ran.
+
+        Once the run stopped they are reported as not run; otherwise they are ready again.
+        """
+        pending = self.node2pending.get(node, [])
+        for index in indices:
+            if index in pending[1:]:  # the first one may be running: never take it back
+                pending.remove(index)
+                self._withdraw(index)
+        self._dispatch()
 
     def remove_node(self, node: WorkerController) -> str | None:
         """Forget a worker that finished or died; returns the nodeid it was running.
@@ -164,7 +227,12 @@ class DagScheduling:
         xdist reports the returned item as failed (see ``pytest_handlecrashitem``); the
         node's dependents are blocked here at once.
         """
-        running = self.node2running.pop(node)  # KeyError for an unknown node, as xdist expects
+        pending = self.node2pending.pop(node)  # KeyError for an unknown node, as xdist expects
+        self._head_since.pop(node, None)
+        running = pending[0] if pending else None
+        # Queued behind the one it ran: never started, so ready again (or not run).
+        for index in pending[1:]:
+            self._withdraw(index)
         # A worker that ends without being told to shut down has crashed, busy or not.
         crashed = node if running is not None or not node.shutting_down else None
         if crashed is not None:
@@ -198,6 +266,14 @@ class DagScheduling:
             return
         reason = self.stop_reason or self._stop_reason()
         self._stop(reason or "not run: the xdist session ended before it was dispatched")
+        for node, pending in self.node2pending.items():
+            # A worker that finished (-x ends its loop early) ran none of what it still
+            # holds; a worker cut off otherwise may be running its first item.
+            finished = hasattr(node, "workeroutput")
+            never = pending if finished else pending[1:]
+            for index in list(never):
+                pending.remove(index)
+                self._withdraw(index)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -220,6 +296,7 @@ class DagScheduling:
             self._tasks.append(task)
         picked = set(tasks)  # membership only
         state.selected = tuple(t for t in state.plan.ids if t in picked)
+        self._short = short_nodes(state, tasks)
         self.queue = DagQueue(
             state.plan.deps,
             state.weights,
@@ -248,25 +325,85 @@ class DagScheduling:
         queue = self.queue
         if queue is None:
             return
-        in_flight = sum(1 for index in self.node2running.values() if index is not None)
-        for node, index in list(self.node2running.items()):
-            if in_flight >= self.max_in_flight:
+        busy = sum(1 for pending in self.node2pending.values() if pending)
+        for node, pending in self.node2pending.items():
+            if busy >= self.max_in_flight:
                 break
-            if index is not None or node.shutting_down or node not in self.node2collection:
+            if pending or node.shutting_down or node not in self.node2collection:
                 continue
             key = queue.next_node()
             if key is None:
                 break
-            queue.start(key)
-            item = self._index_of[key]
-            self.node2running[node] = item
-            node.send_runtest_some([item])
-            in_flight += 1
+            self._send(node, key)
+            busy += 1
+        if queue.next_node() is not None:
+            # Every usable worker is busy and nodes are still ready: one may wait in a
+            # worker's queue.
+            self._fill_queues()
         if queue.done or queue.stopped:
             # Nothing more will be sent: idle workers may go (busy ones finish first).
-            for node, index in self.node2running.items():
-                if index is None and not node.shutting_down:
+            for node, pending in self.node2pending.items():
+                if not pending and not node.shutting_down:
                     node.shutdown()
+
+    def _send(self, node: WorkerController, key: str) -> None:
+        assert self.queue is not None
+        self.queue.start(key)
+        item = self._index_of[key]
+        pending = self.node2pending[node]
+        if not pending:
+            self._head_since[node] = time.monotonic()
+        pending.append(item)
+        node.send_runtest_some([item])
+
+    def _fill_queues(self) -> None:
+        """Queue one ready node behind each busy worker's running one, while allowed.
+
+        Workers whose running node started first go first (likely free first). Only the
+        best ready node is ever queued, so nothing jumps ahead of a better one: filling
+        stops at the first ready node that may not wait, and skips a worker whose running
+        node may not be waited behind.
+        """
+        queue = self.queue
+        assert queue is not None
+        busy = [
+            node
+            for node, pending in self.node2pending.items()
+            if len(pending) == 1 and not node.shutting_down and hasattr(node, "send_steal")
+        ]
+        busy.sort(key=lambda n: self._head_since.get(n, 0.0))
+        live = sum(
+            1 for n in self.node2pending if n in self.node2collection and not n.shutting_down
+        )
+        workers = max(1, min(self.max_in_flight, live))
+        for node in busy:
+            key = queue.next_node()
+            if key is None or not self._may_wait(key, workers):
+                return
+            if self._may_wait(self._keys[self.node2pending[node][0]], workers):
+                self._send(node, key)
+                self.queued += 1
+
+    def _may_wait(self, key: str, workers: int) -> bool:
+        """Whether ``key`` may be queued, or be queued behind.
+
+        It must be short (:func:`short_nodes`) and not critical: a node whose remaining
+        path reaches the run's remaining lower bound would delay the end if it waited,
+        and so would its dependents if it ran with a queued node behind it.
+        """
+        assert self.queue is not None
+        return key in self._short and not self.queue.critical(key, workers)
+
+    def _withdraw(self, index: int) -> None:
+        """A queued item that will not run where it was sent."""
+        assert self.queue is not None
+        key = self._keys[index]
+        if self.queue.withdraw(key):
+            reason = self.stop_reason or "not run: the xdist session ended before it ran"
+            task = self._tasks[index]
+            if task is not None:
+                self.state.outcomes[task] = NodeOutcome(SKIPPED, reason=reason)
+            self._report_not_run(key, reason)
 
     def _check_stop(self, crashed: WorkerController | None = None) -> None:
         if self.queue is None or self.queue.stopped:
@@ -307,6 +444,12 @@ class DagScheduling:
             if task is not None:
                 self.state.outcomes[task] = NodeOutcome(SKIPPED, reason=reason)
             self._report_not_run(key, reason)
+        for node, pending in self.node2pending.items():
+            if len(pending) > 1 and not hasattr(node, "workeroutput"):
+                # Ask for the queued ones back; the worker answers with those it had not
+                # started yet (remove_pending_tests_from_node reports them as not run).
+                with contextlib.suppress(OSError):  # its channel closed: finish_session
+                    node.send_steal(pending[1:])
 
     def _report_blocked(self, blocked: list[tuple[str, Blocked]]) -> None:
         # The queue already put each node's blocked outcome into state.outcomes.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -13,7 +13,15 @@ from pytest_conductor.graph.blocking import NodeOutcome, blocked_by
 from pytest_conductor.scheduling.skip_reports import report_not_run, stopped_reason
 from pytest_conductor.state import ConductorState
 from pytest_conductor.track.items import PlanFile, TaskItem
-from pytest_conductor.track.loading import CACHE_DURATIONS, CACHE_OUTCOMES
+from pytest_conductor.track.loading import (
+    CACHE_DURATIONS,
+    CACHE_OUTCOMES,
+    WORKER_STATE,
+    pack_state,
+)
+
+if TYPE_CHECKING:
+    from xdist.workermanage import WorkerController
 
 __all__ = ["TrackPlugin"]
 
@@ -23,6 +31,18 @@ class TrackPlugin:
         self.state = state
         self._nodeids: dict[str, str] = {}  # task id -> item id, as reports name them
         self._summarizing = False  # the terminal summary has begun
+        self._packed: bytes | None = None  # the plan for xdist workers, packed once
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: WorkerController) -> None:
+        """Controller: hand each xdist worker the parsed plan, so it need not read and
+        check plan.md again before its first node (see ``unpack_state``)."""
+        if self._packed is None:
+            config = node.config
+            kinds = [k for found in config.hook.pytest_conductor_criterion_kinds() for k in found]
+            self._packed = pack_state(self.state, kinds) or b""
+        if self._packed:
+            node.workerinput[WORKER_STATE] = self._packed
 
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> PlanFile | None:
         if file_path == self.state.settings.plan_path:

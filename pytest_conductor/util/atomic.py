@@ -8,8 +8,8 @@ old one.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
-import tempfile
 from pathlib import Path
 
 __all__ = ["atomic_write"]
@@ -24,17 +24,29 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
     The temporary name starts with a dot and ends in ``.tmp`` so that nobody polling for
     ``*.event`` or ``*.json`` names ever picks it up.
     """
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # Plain os calls rather than tempfile and a file object: the controller writes one
+    # event per node. The name is unique per process (pid, counter) and random enough
+    # for a process forked with the same counter; O_EXCL refuses any clash.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_counter)}.{os.urandom(3).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
+        try:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, 0o644)  # whatever the umask: other tools of the team read the bus
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             if durable:
-                os.fsync(handle.fileno())
-        # mkstemp creates 0600; the bus is read by other tools of the same team.
-        Path(tmp_name).chmod(0o644)
-        Path(tmp_name).replace(path)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if not hasattr(os, "fchmod"):
+            tmp.chmod(0o644)
+        tmp.replace(path)
     except BaseException:
         with contextlib.suppress(OSError):
-            Path(tmp_name).unlink()
+            tmp.unlink()
         raise
+
+
+_counter = itertools.count()
