@@ -11,6 +11,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_conductor.util.git import GitResult, run_git
+
 __all__ = ["CommitCheck", "check_commit", "git_available"]
 
 _TIMEOUT = 30.0
@@ -25,17 +27,10 @@ class CommitCheck:
     seen: str
 
 
-def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str] | None:
+def _git(root: Path, *args: str) -> GitResult | None:
     try:
-        return subprocess.run(
-            ["git", "-C", str(root), *args],
-            capture_output=True,
-            text=True,
-            timeout=_TIMEOUT,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        return run_git(root, *args, timeout=_TIMEOUT)
+    except subprocess.SubprocessError:  # timed out
         return None
 
 
@@ -44,9 +39,9 @@ def git_available(root: Path) -> str | None:
     done = _git(root, "rev-parse", "--verify", "--quiet", "HEAD")
     if done is None:
         return "git is not installed (or did not answer)"
-    if done.returncode != 0:
+    if done.code != 0:
         inside = _git(root, "rev-parse", "--git-dir")
-        if inside is None or inside.returncode != 0:
+        if inside is None or inside.code != 0:
             return f"{root} is not in a git repository"
         return "the git repository has no commit yet"
     return None
@@ -57,7 +52,7 @@ def check_commit(root: Path, sha: str) -> CommitCheck:
     found = _git(root, "rev-parse", "--verify", "--quiet", f"{sha}^{{commit}}")
     if found is None:
         return CommitCheck(sha, False, "git did not answer")
-    if found.returncode != 0:
+    if found.code != 0:
         ambiguous = "ambiguous" in found.stderr
         why = "more than one commit starts with it" if ambiguous else "ghost commit"
         return CommitCheck(sha, False, f"no commit {sha} in the repository ({why})")
@@ -65,7 +60,7 @@ def check_commit(root: Path, sha: str) -> CommitCheck:
     ancestor = _git(root, "merge-base", "--is-ancestor", full, "HEAD")
     if ancestor is None:
         return CommitCheck(sha, False, "git did not answer")
-    if ancestor.returncode == 0:
+    if ancestor.code == 0:
         return CommitCheck(sha, True, f"commit {full[:12]} is in HEAD's history")
     return CommitCheck(
         sha, False, f"commit {full[:12]} exists but is not an ancestor of HEAD (another branch?)"

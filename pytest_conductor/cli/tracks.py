@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import re
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -24,6 +23,7 @@ from pytest_conductor.cli.context import EXIT_OK, Context, UsageError
 from pytest_conductor.cli.tables import table
 from pytest_conductor.plan.blocks import DAG_LINE, code_blocks
 from pytest_conductor.plan.reader import PlanError, load_plan
+from pytest_conductor.util.git import run_git, split_z
 
 __all__ = [
     "TrackInfo",
@@ -111,29 +111,18 @@ def find_tracks(root: Path) -> list[TrackInfo]:
     ]
 
 
-def _git(root: Path, *args: str) -> bytes:
+def _git(root: Path, *args: str) -> str:
     """Run git in ``root`` (argument list, no shell); its complaint becomes a UsageError."""
     try:
-        done = subprocess.run(
-            ["git", "-C", str(root), *args],
-            capture_output=True,
-            check=False,
-            timeout=_GIT_TIMEOUT,
-            # Never take index.lock from under an agent's commit.
-            env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
-        )
-    except FileNotFoundError:
-        raise UsageError("--changed-since needs git, and git was not found") from None
-    except (OSError, subprocess.SubprocessError) as error:
+        done = run_git(root, *args, timeout=_GIT_TIMEOUT)
+    except subprocess.SubprocessError as error:
         raise UsageError(f"git {args[0]} failed: {error}") from None
-    if done.returncode != 0:
-        detail = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise UsageError(f"git {args[0]} failed: {detail[0] if detail else done.returncode}")
+    if done.code == 127 and done.stderr.startswith("cannot run git"):
+        raise UsageError("--changed-since needs git, and git was not found")
+    if not done.ok:
+        detail = done.stderr.strip().splitlines()
+        raise UsageError(f"git {args[0]} failed: {detail[0] if detail else done.code}")
     return done.stdout
-
-
-def _split_z(output: bytes) -> list[str]:
-    return [p for p in output.decode("utf-8", "surrogateescape").split("\0") if p]
 
 
 def changed_paths(root: Path, rev: str) -> list[str]:
@@ -147,7 +136,7 @@ def changed_paths(root: Path, rev: str) -> list[str]:
         raise UsageError(f"--changed-since={rev!r}: expected a git revision")
     diff = _git(root, "diff", "--name-only", "-z", "--relative", "--no-renames", rev, "--")
     untracked = _git(root, "ls-files", "-z", "--others", "--exclude-standard")
-    return sorted(set(_split_z(diff)) | set(_split_z(untracked)))
+    return sorted(set(split_z(diff)) | set(split_z(untracked)))
 
 
 def _under(path: PurePosixPath, prefix: PurePosixPath) -> bool:

@@ -36,14 +36,14 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from pytest_conductor.isolation.git import (
+from pytest_conductor.isolation.scope import IGNORED_PARTS
+from pytest_conductor.util.atomic import atomic_write
+from pytest_conductor.util.git import (
     GitError,
     git,
     git_ok,
     run_git,
 )
-from pytest_conductor.isolation.scope import IGNORED_PARTS
-from pytest_conductor.util.atomic import atomic_write
 from pytest_conductor.util.signals import termination_as_interrupt
 
 __all__ = [

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pytest_conductor.util.git import run_git, split_z
+
 __all__ = [
     "HeadWatch",
     "TreeSnapshot",
@@ -58,26 +60,13 @@ class TreeSnapshot:
     dirty: Mapping[str, str | None]
 
 
-def _git(cwd: Path, *args: str, stdin: bytes | None = None) -> bytes | None:
+def _git(cwd: Path, *args: str) -> str | None:
     """Output of ``git <args>`` run in ``cwd``, or None when git is missing or fails."""
-    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
     try:
-        done = subprocess.run(
-            ["git", *args],
-            cwd=cwd,
-            input=stdin if stdin is not None else b"",
-            capture_output=True,
-            env=env,
-            timeout=_GIT_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
+        done = run_git(cwd, *args, timeout=_GIT_TIMEOUT)
+    except subprocess.SubprocessError:  # timed out
         return None
-    return done.stdout if done.returncode == 0 else None
-
-
-def _split_z(output: bytes) -> list[str]:
-    return [os.fsdecode(part) for part in output.split(b"\0") if part]
+    return done.stdout if done.ok else None
 
 
 def git_toplevel(path: Path) -> Path | None:
@@ -85,7 +74,7 @@ def git_toplevel(path: Path) -> Path | None:
     out = _git(path, "rev-parse", "--show-toplevel")
     if out is None:
         return None
-    text = os.fsdecode(out).strip()
+    text = out.strip()
     return Path(text) if text else None
 
 
@@ -95,7 +84,7 @@ def head_sha(path: Path, *, short: bool = True) -> str | None:
     out = _git(path, *args)
     if out is None:
         return None
-    return os.fsdecode(out).strip() or None
+    return out.strip() or None
 
 
 class HeadWatch:
@@ -117,7 +106,7 @@ class HeadWatch:
     def sha(self) -> str | None:
         if self._dirs is None:
             out = _git(self.toplevel, "rev-parse", "--absolute-git-dir", "--git-common-dir")
-            lines = os.fsdecode(out).splitlines() if out is not None else []
+            lines = out.splitlines() if out is not None else []
             if len(lines) < 2:
                 return head_sha(self.toplevel)
             # --git-common-dir may be relative to the directory git ran in.
@@ -194,7 +183,7 @@ def _dirty_paths(toplevel: Path) -> list[str] | None:
     if out is None:
         return None
     # Each entry is "XY <path>"; --no-renames keeps it one path per entry.
-    return [entry[3:] for entry in _split_z(out) if len(entry) > 3]
+    return [entry[3:] for entry in split_z(out) if len(entry) > 3]
 
 
 def take_snapshot(root: Path, exclude: Iterable[Path] = ()) -> TreeSnapshot | None:
@@ -212,8 +201,8 @@ def take_snapshot(root: Path, exclude: Iterable[Path] = ()) -> TreeSnapshot | No
 
 def _empty_tree(toplevel: Path) -> str | None:
     # The empty tree's id depends on the repository's hash function (SHA-1 or SHA-256).
-    out = _git(toplevel, "hash-object", "-t", "tree", "--stdin", stdin=b"")
-    return os.fsdecode(out).strip() if out else None
+    out = _git(toplevel, "hash-object", "-t", "tree", "--stdin")
+    return out.strip() if out else None
 
 
 def changed_files(snapshot: TreeSnapshot, exclude: Iterable[Path] = ()) -> list[str]:
@@ -224,9 +213,9 @@ def changed_files(snapshot: TreeSnapshot, exclude: Iterable[Path] = ()) -> list[
     candidates: set[str] = set(snapshot.dirty)
     if base is not None:
         diff = _git(toplevel, "diff", "--name-only", "-z", "--no-renames", base, "--")
-        candidates.update(_split_z(diff or b""))
+        candidates.update(split_z(diff or ""))
     untracked = _git(toplevel, "ls-files", "--others", "--exclude-standard", "-z")
-    candidates.update(_split_z(untracked or b""))
+    candidates.update(split_z(untracked or ""))
     skip = _relative_excludes(toplevel, exclude)
     changed: list[str] = []
     for rel in sorted(candidates):

@@ -31,7 +31,6 @@ from pytest_conductor.acceptance.checks import NodeFailure
 from pytest_conductor.agents.dispatch import TAIL_LINES, log_path, read_tail
 from pytest_conductor.bus import MessageBus
 from pytest_conductor.graph.algorithms import critical_path, dependents
-from pytest_conductor.isolation.git import GitError
 from pytest_conductor.isolation.worktrees import IsolationError, TrackRepo
 from pytest_conductor.plan.reader import Node
 from pytest_conductor.report.changes import (
@@ -63,6 +62,7 @@ from pytest_conductor.report.verdict import Verdict, decide, exit_status
 from pytest_conductor.scheduling.remote import CHANGED_OUTPUT, remote_plugin
 from pytest_conductor.state import ConductorState
 from pytest_conductor.util.atomic import atomic_write
+from pytest_conductor.util.git import GitError
 from pytest_conductor.util.timestamps import utc_now_iso
 
 __all__ = ["ReportPlugin"]

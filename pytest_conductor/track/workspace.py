@@ -26,7 +26,6 @@ import pytest
 from pytest_conductor.acceptance.checks import NodeFailure
 from pytest_conductor.agents.dispatch import agent_registry
 from pytest_conductor.bus import BusError, BusLockTimeout, MessageBus
-from pytest_conductor.isolation.git import GitError
 from pytest_conductor.isolation.scope import out_of_scope
 from pytest_conductor.isolation.worktrees import (
     IsolationError,
@@ -38,6 +37,7 @@ from pytest_conductor.report.changes import TreeSnapshot, changed_files, take_sn
 from pytest_conductor.report.junit import set_properties
 from pytest_conductor.report.metadata import LOCK_NAME, METADATA_NAME
 from pytest_conductor.state import ConductorState
+from pytest_conductor.util.git import GitError
 from pytest_conductor.util.timestamps import parse_iso
 
 if TYPE_CHECKING:

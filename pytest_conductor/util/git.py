@@ -1,9 +1,10 @@
 """Running ``git``: explicit argument lists, never a shell, never killed mid-write.
 
-Pure Python: no pytest import. Every call runs git in a session of its own, so a Ctrl-C
-at the terminal does not reach it; when this process is interrupted while git runs, git
-is left to finish (a git killed while it writes leaves ``index.lock`` behind, and every
-later git command in that work tree fails until a person removes it).
+Pure Python: no pytest import. Every git call of the plugin goes through :func:`run_git`.
+Each runs git in a session of its own, so a Ctrl-C at the terminal does not reach it;
+when this process is interrupted while git runs, git is left to finish (a git killed
+while it writes leaves ``index.lock`` behind, and every later git command in that work
+tree fails until a person removes it).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["GitError", "GitResult", "git", "git_ok", "run_git"]
+__all__ = ["GitError", "GitResult", "git", "git_ok", "run_git", "split_z"]
 
 #: How long an interrupted git gets to finish before it is asked (SIGTERM, on which git
 #: removes its lock files) to stop.
@@ -55,6 +56,8 @@ def _environment(extra: Mapping[str, str] | None) -> dict[str, str]:
         if name not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")
     }
     env["GIT_TERMINAL_PROMPT"] = "0"  # never wait for a password nobody types
+    # Reads (status, diff) never take index.lock from under an agent's own commit.
+    env["GIT_OPTIONAL_LOCKS"] = "0"
     env["LC_ALL"] = "C"  # messages parsed below are git's English ones
     if extra:
         env.update(extra)
@@ -116,3 +119,8 @@ def git(cwd: Path, *args: str, env: Mapping[str, str] | None = None) -> str:
 def git_ok(cwd: Path, *args: str) -> bool:
     """Whether ``git <args>`` succeeds (a question such as ``merge-base --is-ancestor``)."""
     return run_git(cwd, *args).ok
+
+
+def split_z(output: str) -> list[str]:
+    """The paths of a ``-z`` listing (``status -z``, ``diff --name-only -z``, ``ls-files -z``)."""
+    return [part for part in output.split("\0") if part]
