@@ -17,6 +17,8 @@ from pytest_conductor.settings import add_options, early_settings, resolve_setti
 from pytest_conductor.state import STATE_KEY, get_state
 
 if TYPE_CHECKING:
+    from pytest_conductor.plan.reader import Plan
+    from pytest_conductor.settings import Settings
     from pytest_conductor.state import ConductorState
 
 __all__ = [
@@ -26,6 +28,11 @@ __all__ = [
     "pytest_configure",
     "pytest_load_initial_conftests",
 ]
+
+
+#: The plan read before pytest parsed the command line (to choose the worker count), with
+#: the settings it was read for: read once, not again when the run's state is built.
+_EARLY_PLAN = pytest.StashKey[tuple["Settings", "Plan"]]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -58,8 +65,10 @@ def _load_state(config: pytest.Config) -> ConductorState | None:
     # matches plan.md; otherwise, and on the controller, the plan is read and checked.
     state = unpack_state(settings, extra_kinds, workerinput.get(WORKER_STATE))
     if state is None:
+        early = config.stash.get(_EARLY_PLAN, None)
+        plan = early[1] if early is not None and early[0] == settings else None
         try:
-            state = load_state(settings, extra_kinds)
+            state = load_state(settings, extra_kinds, plan)
         except (TrackError, PlanError) as exc:
             raise pytest.UsageError(f"conductor: {exc}") from None
     config.stash[STATE_KEY] = state
@@ -112,6 +121,7 @@ def _choose_workers_early(config: pytest.Config) -> None:
         plan = find_track(settings)
     except (pytest.UsageError, TrackError, PlanError, OSError):
         return  # pytest_cmdline_main reports it, as one usage error
+    config.stash[_EARLY_PLAN] = (settings, plan)
     choose_worker_count(config, settings.max_workers, width(plan.deps), option=namespace)
 
 

@@ -136,13 +136,19 @@ def node_resources(plan: Plan) -> dict[str, tuple[str, ...]]:
     return {k: tuple(v) for k, v in resources.items()}
 
 
-def load_state(settings: Settings, extra_kinds: Sequence[str]) -> ConductorState:
-    """The run's state from its settings: the track's plan, checked criteria, resources."""
+def load_state(
+    settings: Settings, extra_kinds: Sequence[str], plan: Plan | None = None
+) -> ConductorState:
+    """The run's state from its settings: the track's plan, checked criteria, resources.
+
+    ``plan``: the track's plan when it was already read for these settings (the worker
+    count is chosen from it before pytest parses the command line).
+    """
     clash = sorted(set(extra_kinds) & {*BUILTIN_KINDS, PROSE})
     if clash:
         raise TrackError(f"a plugin redefines built-in acceptance kinds: {clash}")
     try:
-        plan = find_track(settings)
+        plan = plan if plan is not None else find_track(settings)
     except PlanError as error:
         if error.plan is None:
             raise
