@@ -16,8 +16,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["DAG_LINE", "CodeBlock", "code_blocks"]
+__all__ = ["DAG_LINE", "CodeBlock", "Fence", "code_blocks", "fence_line", "split_lines"]
 
+_LINE_BREAKS = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 _CONTAINER_LANGS = frozenset({"markdown", "md"})
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 _DAG_KEY = r"""["']?dag["']?[ \t]*:(?:[ \t]|$)"""
@@ -26,7 +27,7 @@ _INDENTED_DAG_LINE = re.compile(r"[ \t]*" + _DAG_KEY)
 
 
 @dataclass(frozen=True)
-class _Fence:
+class Fence:
     char: str
     length: int
     info: str
@@ -37,7 +38,7 @@ class _Fence:
         words = self.info.split()
         return words[0].strip("{}.").lower() if words else ""
 
-    def closes(self, opener: _Fence) -> bool:
+    def closes(self, opener: Fence) -> bool:
         return not self.info and self.char == opener.char and self.length >= opener.length
 
 
@@ -49,20 +50,26 @@ class CodeBlock:
     lines: tuple[str, ...]
 
 
-def _fence(line: str) -> _Fence | None:
+def split_lines(text: str) -> list[str]:
+    """plan.md's lines, split where YAML (and so the DAG reader) counts a line break."""
+    return _LINE_BREAKS.split(text)
+
+
+def fence_line(line: str) -> Fence | None:
+    """The code fence ``line`` opens or closes, or None when it is no fence line."""
     match = _FENCE.match(line)
     if match is None:
         return None
     fence, info = match["fence"], match["info"].strip()
     if fence[0] == "`" and "`" in info:  # ```inline code``` is not a fence (CommonMark)
         return None
-    return _Fence(fence[0], len(fence), info, len(match["indent"]))
+    return Fence(fence[0], len(fence), info, len(match["indent"]))
 
 
-def _dag_follows(lines: list[str], start: int, opener: _Fence) -> bool:
+def _dag_follows(lines: list[str], start: int, opener: Fence) -> bool:
     """Whether the lines from ``start`` up to the next fence line hold a ``dag:`` key."""
     for line in lines[start:]:
-        fence = _fence(line)
+        fence = fence_line(line)
         if fence is not None and fence.char == opener.char:
             return False
         if _INDENTED_DAG_LINE.match(line):
@@ -79,7 +86,7 @@ def _dedent(line: str, indent: int) -> str:
 def code_blocks(lines: list[str]) -> list[CodeBlock]:
     """Every fenced code block, with ``markdown`` fences seen through (see module doc)."""
     blocks: list[CodeBlock] = []
-    containers: list[_Fence] = []
+    containers: list[Fence] = []
     in_comment = False
     i = 0
     while i < len(lines):
@@ -88,7 +95,7 @@ def code_blocks(lines: list[str]) -> list[CodeBlock]:
         if in_comment:
             in_comment = "-->" not in line
             continue
-        fence = _fence(line)
+        fence = fence_line(line)
         if fence is None:
             start = line.lstrip()
             in_comment = start.startswith("<!--") and "-->" not in start[4:]
@@ -101,7 +108,7 @@ def code_blocks(lines: list[str]) -> list[CodeBlock]:
             continue
         end = i
         while end < len(lines):
-            closing = _fence(lines[end])
+            closing = fence_line(lines[end])
             if closing is not None and closing.closes(fence):
                 break
             end += 1

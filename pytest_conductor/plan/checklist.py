@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from pytest_conductor.graph.algorithms import find_cycle
+from pytest_conductor.plan.blocks import Fence, fence_line, split_lines
 from pytest_conductor.plan.marks import (
     BLOCKED,
     DONE,
@@ -60,13 +61,10 @@ __all__ = [
     "load_track_plan",
     "parse_checklist",
     "parse_track_plan",
-    "split_lines",
 ]
 
 ORDERS = ("file", "phase")
 
-_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
-_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
 _HEADING = re.compile(r"^[ \t]{0,3}(?P<level>#{1,6})[ \t]+(?P<text>.*?)[ \t#]*$")
 _PHASE = re.compile(
     r"^phase\b[ \t]*(?:(?P<num>\d+(?:\.\d+)*)[ \t]*[:.)\-\u2013\u2014]?|[:\-\u2013\u2014])"
@@ -123,11 +121,6 @@ _LINE_RANGE = re.compile(r":\d+(?:-\d+)?$")
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
-def split_lines(text: str) -> list[str]:
-    """plan.md's lines, split where YAML (and so the DAG reader) counts a line break."""
-    return _LINE_BREAK.split(text)
-
-
 def load_track_plan(path: Path, order: str = "file") -> Plan:
     """Read plan.md at ``path`` in whichever form it has: a DAG block, else a checklist."""
     return parse_track_plan(read_plan_text(path), path, order)
@@ -147,21 +140,19 @@ def parse_track_plan(text: str, path: Path | str = "plan.md", order: str = "file
 
 def _prose_lines(lines: list[str]) -> Iterator[tuple[int, str]]:
     """``(line number, line)`` of the lines outside fenced code and multi-line comments."""
-    fence: str | None = None
+    opener: Fence | None = None
     in_comment = False
     for number, line in enumerate(lines, 1):
-        if fence is not None:
-            match = _FENCE.match(line)
-            closes = match and match[1][0] == fence[0] and len(match[1]) >= len(fence)
-            if closes and match and not line.strip()[len(match[1]) :].strip():
-                fence = None
+        fence = fence_line(line)
+        if opener is not None:
+            if fence is not None and fence.closes(opener):
+                opener = None
             continue
         if in_comment:
             in_comment = "-->" not in line
             continue
-        match = _FENCE.match(line)
-        if match is not None:
-            fence = match[1]
+        if fence is not None:
+            opener = fence
             continue
         start = line.lstrip()
         if start.startswith("<!--") and "-->" not in start[4:]:

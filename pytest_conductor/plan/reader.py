@@ -25,7 +25,7 @@ from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from yaml.nodes import Node as YamlNode
 
 from pytest_conductor.graph.algorithms import find_cycle
-from pytest_conductor.plan.blocks import DAG_LINE, CodeBlock, code_blocks
+from pytest_conductor.plan.blocks import DAG_LINE, CodeBlock, code_blocks, split_lines
 from pytest_conductor.plan.durations import parse_duration
 from pytest_conductor.plan.marks import Checkpoint, Mark
 
@@ -174,7 +174,7 @@ def read_plan_text(path: Path) -> str:
 def parse_plan(text: str, path: Path | str = "plan.md") -> Plan:
     """Parse plan.md ``text``; ``path`` only names the file in messages and in the Plan."""
     path = Path(path)
-    lines = _LINE_BREAKS.split(text)
+    lines = split_lines(text)
     found = [
         dag
         for block in code_blocks(lines)
@@ -215,7 +215,6 @@ def sort_problems(problems: Sequence[PlanProblem]) -> list[PlanProblem]:
 # --- finding the block ----------------------------------------------------------------
 
 # The line breaks YAML counts, so that YAML's line numbers and ours agree.
-_LINE_BREAKS = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 _NO_DAG = (
     "no DAG block: expected one fenced ```yaml block whose YAML has a top-level `dag:` key "
     'holding `nodes:`, e.g. `dag: {nodes: [{id: "1.1", depends_on: []}]}`'
