@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pytest_conductor.util.ids import SAFE_ID
 from pytest_conductor.util.timestamps import parse_iso
 
 __all__ = [
@@ -41,7 +42,6 @@ FINISHED_STATES = frozenset({"COMPLETED", "COMPLETE", "FAILED"})
 #: Other spellings of a state, accepted when a state is set.
 STATE_ALIASES = {"COMPLETE": "COMPLETED"}
 
-_ID = re.compile(r"[A-Za-z0-9._-]+")
 _TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -119,7 +119,7 @@ class LockResult:
 
 def check_id(value: object, what: str) -> str:
     """``value`` if it is safe as part of a file name (``[A-Za-z0-9._-]+``, not . or ..)."""
-    if not isinstance(value, str) or not _ID.fullmatch(value) or value in {".", ".."}:
+    if not isinstance(value, str) or not SAFE_ID.fullmatch(value) or value in {".", ".."}:
         raise BusError(
             f"{what} {value!r} is not usable on the bus: use letters, digits, '.', '_' or '-' "
             "(and not '.' or '..')"

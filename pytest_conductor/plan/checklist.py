@@ -54,6 +54,7 @@ from pytest_conductor.plan.reader import (
     parse_plan,
     read_plan_text,
 )
+from pytest_conductor.util.ids import MAX_ID_LENGTH, SAFE_ID
 
 __all__ = [
     "ORDERS",
@@ -118,7 +119,6 @@ _VERIFICATION = re.compile(r"^(?:verification|verify)\b", re.IGNORECASE)
 _MANUAL_VERIFICATION = re.compile(r"user manual verification", re.IGNORECASE)
 _SHELL_CHARS = frozenset("();<>|&")
 _LINE_RANGE = re.compile(r":\d+(?:-\d+)?$")
-_SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 def load_track_plan(path: Path, order: str = "file") -> Plan:
@@ -195,7 +195,7 @@ def _dep_ids(value: str) -> tuple[str, ...] | None:
     if not value or _NONE.match(value):
         return ()
     parts = [p.strip().strip("`*") for p in re.split(r"[,\s]+", value) if p.strip()]
-    ids = tuple(dict.fromkeys(p for p in parts if _SAFE_ID.fullmatch(p)))
+    ids = tuple(dict.fromkeys(p for p in parts if SAFE_ID.fullmatch(p) and len(p) <= MAX_ID_LENGTH))
     return ids or None
 
 

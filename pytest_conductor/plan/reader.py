@@ -28,6 +28,7 @@ from pytest_conductor.graph.algorithms import find_cycle
 from pytest_conductor.plan.blocks import DAG_LINE, CodeBlock, code_blocks, split_lines
 from pytest_conductor.plan.durations import parse_duration
 from pytest_conductor.plan.marks import Checkpoint, Mark
+from pytest_conductor.util.ids import MAX_ID_LENGTH, SAFE_ID
 
 __all__ = [
     "Group",
@@ -323,8 +324,6 @@ def _is_null(node: YamlNode | None) -> bool:
 _TRUE = frozenset({"true", "yes", "on", "y"})
 _FALSE = frozenset({"false", "no", "off", "n"})
 _ID_SEPARATORS = re.compile(r"[,\s]+")
-_SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
-MAX_ID_LENGTH = 128  # TASK_COMPLETE_<id>.event must fit a 255-byte file name
 
 _NODE_KEYS = frozenset(
     {
@@ -550,7 +549,7 @@ class _Reader:
                 f"node id {node_id!r} cannot be part of a file name (TASK_COMPLETE_<id>.event)",
                 fields["id"],
             )
-        elif not _SAFE_ID.fullmatch(node_id):
+        elif not SAFE_ID.fullmatch(node_id):
             self.problem(
                 f"node id {node_id!r} is not safe in a file name (TASK_COMPLETE_<id>.event): "
                 "use only letters, digits, '.', '_' and '-'",
