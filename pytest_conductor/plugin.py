@@ -193,9 +193,9 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_conductor.agents.plugin import AgentsPlugin
     from pytest_conductor.report.plugin import ReportPlugin
     from pytest_conductor.scheduling import xdist_hooks
+    from pytest_conductor.track import workspace
     from pytest_conductor.track.loading import load_history
     from pytest_conductor.track.plugin import TrackPlugin
-    from pytest_conductor.track.workspace import IsolationPlugin
 
     load_history(getattr(config, "cache", None), state)  # absent: -p no:cacheprovider
     if config.args_source != pytest.Config.ArgsSource.ARGS:
@@ -207,7 +207,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "conductor-report",
     )
     config.pluginmanager.register(AgentsPlugin(state, config), "conductor-agents")
-    config.pluginmanager.register(IsolationPlugin(state), "conductor-isolation")
+    config.pluginmanager.register(workspace.IsolationPlugin(state), workspace.PLUGIN_NAME)
     if config.pluginmanager.hasplugin("xdist"):
         from pytest_conductor.scheduling.remote import RemoteBusPlugin
 

@@ -43,7 +43,10 @@ from pytest_conductor.util.timestamps import parse_iso
 if TYPE_CHECKING:
     from pytest_conductor.plan.reader import Node
 
-__all__ = ["IsolationPlugin", "NodeWorkspace", "WorkspaceFailed", "open_repo"]
+__all__ = ["PLUGIN_NAME", "IsolationPlugin", "NodeWorkspace", "WorkspaceFailed", "open_repo"]
+
+#: The name the IsolationPlugin is registered under (plugin.py).
+PLUGIN_NAME = "conductor-isolation"
 
 #: JUnit property naming the paths a node touched outside its declared files.
 SCOPE_PROPERTY = "scope_violation"
@@ -79,7 +82,9 @@ class NodeWorkspace:
         self.node = node
         self.state = state
         self.bus = bus
-        self.repo = open_repo(state)
+        # Found once per process by the IsolationPlugin (git calls); per node only without it.
+        plugin = item.config.pluginmanager.get_plugin(PLUGIN_NAME)
+        self.repo = plugin.repo if isinstance(plugin, IsolationPlugin) else open_repo(state)
         self.worktree: NodeWorktree | None = None
         self.snapshot: TreeSnapshot | None = None
         self.lines: list[str] = []  # for the node's report section
