@@ -22,7 +22,7 @@ import os
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -296,17 +296,16 @@ class ReportPlugin:
         # metadata.json nobody can read, a graph that cannot be written) may keep an
         # orchestrator waiting for them.
         self.verdict = self._decide(statuses, files_changed, interrupted)
-        before = len(self.not_written)
-        self._write_verdict()
-        if len(self.not_written) > before:
-            self._amend_verdict(statuses, files_changed, interrupted)
+        self._amending_verdict(self._write_verdict, statuses, files_changed, interrupted)
         status = "PASSED" if self.verdict.passed else "FAILED"
         if interrupted:
             status = "INTERRUPTED"
-        before = len(self.not_written)
-        self._write_metadata(status, lock_timeout=self.metadata_lock_timeout)
-        if len(self.not_written) > before:
-            self._amend_verdict(statuses, files_changed, interrupted)
+        self._amending_verdict(
+            lambda: self._write_metadata(status, lock_timeout=self.metadata_lock_timeout),
+            statuses,
+            files_changed,
+            interrupted,
+        )
         # A blocked node is a skip to pytest: without this a FAIL verdict could exit 0.
         session.exitstatus = exit_status(
             self.verdict, nodes_selected=len(self.state.selected), pytest_status=session.exitstatus
@@ -333,11 +332,19 @@ class ReportPlugin:
             verdict = dataclasses.replace(verdict, changed_elsewhere=self._changed_elsewhere)
         return verdict
 
-    def _amend_verdict(
-        self, statuses: dict[str, str], files_changed: int, interrupted: bool
+    def _amending_verdict(
+        self,
+        write: Callable[[], None],
+        statuses: dict[str, str],
+        files_changed: int,
+        interrupted: bool,
     ) -> None:
-        """A write failed after the verdict was decided: say so in it. A PASS becomes a
-        FAIL, and PARALLEL_COMPLETE is posted again with it."""
+        """Run ``write``; if it failed, say so in the verdict already written. A PASS
+        becomes a FAIL, and PARALLEL_COMPLETE is posted again with it."""
+        before = len(self.not_written)
+        write()
+        if len(self.not_written) == before:
+            return
         assert self.verdict is not None
         was_passed = self.verdict.passed
         self.verdict = self._decide(statuses, files_changed, interrupted)
