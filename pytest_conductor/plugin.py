@@ -7,6 +7,7 @@ once a track is asked for.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
@@ -27,8 +28,15 @@ __all__ = [
     "pytest_cmdline_main",
     "pytest_configure",
     "pytest_load_initial_conftests",
+    "pytest_sessionstart",
 ]
 
+
+#: Set in the controller's environment only while xdist starts its workers (to the
+#: controller's pid): a process started then, by it, knows it is one of its workers
+#: before pytest has parsed anything, and skips reading the plan early (the controller
+#: hands workers its parsed plan). Nested runs and later children never match it.
+WORKERS_OF = "PYTEST_CONDUCTOR_WORKERS_OF"
 
 #: The plan read before pytest parsed the command line (to choose the worker count), with
 #: the settings it was read for: read once, not again when the run's state is built.
@@ -102,9 +110,7 @@ def pytest_load_initial_conftests(
 
 
 def _choose_workers_early(config: pytest.Config) -> None:
-    # Also on an xdist worker (where --conductor-track can only come from addopts): it is
-    # not known to be one yet, and it starts no workers of its own whatever this says.
-    if not config.pluginmanager.hasplugin("xdist"):
+    if not config.pluginmanager.hasplugin("xdist") or _started_as_worker():
         return
     namespace = config.known_args_namespace
     if not getattr(namespace, "conductor_track", None):
@@ -123,6 +129,32 @@ def _choose_workers_early(config: pytest.Config) -> None:
         return  # pytest_cmdline_main reports it, as one usage error
     config.stash[_EARLY_PLAN] = (settings, plan)
     choose_worker_count(config, settings.max_workers, width(plan.deps), option=namespace)
+
+
+def _started_as_worker() -> bool:
+    """An xdist worker this run's controller started (see :data:`WORKERS_OF`).
+
+    Any other worker (one restarted after a crash) reads the plan early like everybody
+    else: wasted work, never a wrong answer, since a worker starts no workers itself.
+    """
+    return "PYTEST_XDIST_WORKER" in os.environ and os.environ.get(WORKERS_OF) == str(os.getppid())
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> Generator[None, None, None]:
+    # xdist's own sessionstart (trylast) starts the workers: around it, and only then,
+    # the controller's environment names it (they inherit the environment at start).
+    if get_state(session.config) is None or hasattr(session.config, "workerinput"):
+        return (yield)
+    before = os.environ.get(WORKERS_OF)
+    os.environ[WORKERS_OF] = str(os.getpid())
+    try:
+        return (yield)
+    finally:
+        if before is None:
+            os.environ.pop(WORKERS_OF, None)
+        else:
+            os.environ[WORKERS_OF] = before
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

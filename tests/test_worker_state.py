@@ -62,3 +62,40 @@ def test_no_plan_file_packs_nothing(settings: Settings, tmp_path: Path) -> None:
     state = load_state(settings, [])
     gone = dataclasses.replace(settings, root=tmp_path)
     assert pack_state(dataclasses.replace(state, settings=gone), []) is None
+
+
+EARLY_PROBE = """
+import os
+from pathlib import Path
+
+from pytest_conductor import plugin
+
+
+def pytest_configure(config):
+    # Runs after pytest_load_initial_conftests, where the plan is read early or not.
+    early = config.stash.get(plugin._EARLY_PLAN, None)
+    who = getattr(config, "workerinput", {}).get("workerid", "controller")
+    Path(f"early-{who}.txt").write_text("read" if early is not None else "not read")
+
+
+def pytest_sessionfinish(session):
+    if not hasattr(session.config, "workerinput"):
+        Path("env-after.txt").write_text(os.environ.get(plugin.WORKERS_OF, "unset"))
+"""
+
+
+@pytest.mark.slow
+def test_workers_the_controller_starts_do_not_read_the_plan_early(
+    pytester: pytest.Pytester, settings: Settings
+) -> None:
+    """Only the controller reads plan.md before pytest parses the command line (to choose
+    the worker count); its workers take its parsed plan instead, and the marker that tells
+    them so is gone from the controller's environment once they started."""
+    pytester.makeconftest(EARLY_PROBE)
+    pytester.path.joinpath("marker.txt").write_text("x\n")
+    result = pytester.runpytest_subprocess("--conductor-track=t", "-n", "2", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    assert (pytester.path / "early-controller.txt").read_text() == "read"
+    for worker in ("gw0", "gw1"):
+        assert (pytester.path / f"early-{worker}.txt").read_text() == "not read"
+    assert (pytester.path / "env-after.txt").read_text() == "unset"
