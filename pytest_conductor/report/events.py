@@ -13,7 +13,14 @@ from typing import Protocol
 from pytest_conductor.bus import MessageBus
 from pytest_conductor.plan.reader import Node
 
-__all__ = ["EVENT_OF", "FailedReport", "LiveEvents", "error_text", "first_reason"]
+__all__ = [
+    "EVENT_OF",
+    "FailedReport",
+    "LiveEvents",
+    "error_text",
+    "final_status",
+    "first_reason",
+]
 
 #: The bus event of each final node status; skipped (never run) nodes get none.
 EVENT_OF = {"passed": "TASK_COMPLETE", "failed": "TASK_FAILED", "blocked": "TASK_BLOCKED"}
@@ -45,6 +52,17 @@ def error_text(report: FailedReport) -> str:
         lines = str(crash.message).strip().splitlines()
     lines = lines[:_ERROR_LINES]
     return "\n".join(lines) or f"{report.when} failed"
+
+
+def final_status(when: str | None, outcome: str) -> str | None:
+    """The node status a test report settles, or None while the node is still running.
+
+    A node's outcome is final with its call report, or with a setup that did not pass (a
+    blocked node, a setup error); a failing teardown can still fail a node that passed.
+    """
+    if when == "call" or (when in ("setup", "teardown") and outcome != "passed"):
+        return outcome
+    return None
 
 
 def first_reason(text: str, task: str = "") -> str:
@@ -86,6 +104,10 @@ class LiveEvents:
         """``TASK_FAILED.stack_trace`` of ``task``: the end of its agent's log."""
         self.traces[task] = text
 
+    def mark_posted(self, task: str, kind: str) -> None:
+        """``kind`` was posted for ``task`` elsewhere (by the xdist worker that ran it)."""
+        self._emitted.add((task, kind))
+
     def pending(self, task: str, status: str) -> str | None:
         """The event ``status`` calls for, or None when there is none or it was posted."""
         kind = EVENT_OF.get(status)
@@ -102,7 +124,11 @@ class LiveEvents:
         blocked_by: str = "",
         reason: str = "",
     ) -> None:
-        """Post ``kind`` for ``task`` unless the agent already reported it itself."""
+        """Post ``kind`` for ``task`` unless the agent already reported it itself.
+
+        Looked for in every mode: in verify-only runs the orchestrator's own agents (or a
+        ``run:`` criterion) may have posted it.
+        """
         self._emitted.add((task, kind))
         if self.bus.has_event(kind, task):
             return  # the agent reported it itself (dispatch mode) and agrees

@@ -4,9 +4,11 @@ and :mod:`.metadata` (metadata.json), :mod:`.verdict`, :mod:`.changes` (files ch
 :mod:`.summary` (terminal lines), :mod:`.junit` (properties and testcase names),
 :mod:`.graph_file`.
 
-Everything that writes runs on the controller only (or in-process with ``-n 0``), never
-on an xdist worker: there, only :meth:`ReportPlugin.pytest_runtest_makereport` adds the
-JUnit properties to the reports that travel back to the controller.
+Everything that writes runs on the controller only (or in-process with ``-n 0``), with
+one exception: an xdist worker that shares the controller's files posts the
+``TASK_COMPLETE``/``TASK_FAILED`` of each node it ran itself, before the node's report
+leaves it (see :meth:`ReportPlugin.pytest_configure_node`). Otherwise a worker only adds
+the JUnit properties to the reports that travel back to the controller.
 
 Nothing here may turn a finished run into a traceback: a file that cannot be written is
 reported in the ``conductor`` section of the terminal summary and the run goes on. A bus
@@ -24,6 +26,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,7 +43,7 @@ from pytest_conductor.report.changes import (
     reported_files,
     take_snapshot,
 )
-from pytest_conductor.report.events import LiveEvents, error_text
+from pytest_conductor.report.events import LiveEvents, error_text, final_status
 from pytest_conductor.report.graph_file import node_states, write_graph
 from pytest_conductor.report.junit import junit_properties, name_testcases, set_properties
 from pytest_conductor.report.markdown import render_markdown
@@ -77,6 +80,13 @@ _START_LOCK_WAIT = 1.0
 # A failed node's report names the kind of what failed (JUnit's failure type) in this
 # attribute: report attributes travel from xdist workers with the report.
 _FAILURE_TYPE = "conductor_failure_type"
+# The event a worker posted for the node itself, on the report that settled it, and why
+# that failed if it did (the controller then fails the run, as for its own writes).
+_POSTED = "conductor_posted"
+_POST_FAILED = "conductor_post_failed"
+# workerinput key: present when the worker posts its nodes' events (value: the git work
+# tree whose HEAD TASK_COMPLETE carries, or None outside git).
+_POSTS_EVENTS = "conductor_posts_events"
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -120,6 +130,8 @@ class ReportPlugin:
         self._branch: str | None = None  # worktree isolation: the track branch at its head
         self._failure_types: dict[str, str] = {}  # task -> criterion kind, or "agent"
         self._head: HeadWatch | None = None  # HEAD for TASK_COMPLETE, cached per commit
+        self._toplevel: Path | None = None  # the git work tree whose HEAD that is
+        self._posts_here = False  # an xdist worker that posts its nodes' events itself
 
     # -- session start -------------------------------------------------------------------
 
@@ -132,6 +144,11 @@ class ReportPlugin:
                 # This worker's copy is not the controller's: the work is measured here.
                 root = self.state.settings.root
                 self.snapshot = take_snapshot(root, self._not_counted(config))
+                return
+            posts = config.workerinput.get(_POSTS_EVENTS, False)  # type: ignore[attr-defined]
+            if posts is not False:
+                self._posts_here = True
+                self._toplevel = Path(posts) if isinstance(posts, str) else None
             return
         if config.getoption("collectonly", False):
             self._collect_only = True  # nothing runs: no bus, no metadata, no verdict
@@ -143,8 +160,25 @@ class ReportPlugin:
             self.bus.rotate(keep=self.state.settings.keep_runs)
         self._extra_outputs = _pytest_outputs(config)
         self.snapshot = take_snapshot(self.state.settings.root, self._not_counted(config))
+        self._toplevel = self.snapshot.toplevel if self.snapshot is not None else None
         # An orchestrator polling metadata.json now sees a dispatcher at work.
         self._refresh_metadata(wait=_START_LOCK_WAIT)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """Let a worker post the events of the nodes it runs, on the controller's bus.
+
+        The controller handles every report on one thread, and the bus write of each
+        node's outcome was the largest part of its work per node: done by the five
+        workers instead, it runs beside the scheduler, and still before the controller
+        learns the outcome, so the event is there before any dependent starts. Only a
+        worker that shares this machine's files does it (a forwarded one's bus is a copy),
+        and not under worktree isolation, where the merge commit is known here only.
+        """
+        if not self._running or self.state.settings.uses_worktrees(self.state.plan.nodes):
+            return
+        top = str(self._toplevel) if self._toplevel is not None else None
+        node.workerinput[_POSTS_EVENTS] = top
 
     # -- every process that runs nodes -----------------------------------------------------
 
@@ -162,7 +196,29 @@ class ReportPlugin:
             set_properties(report.user_properties, props)
             if report.failed and call.excinfo and isinstance(call.excinfo.value, NodeFailure):
                 setattr(report, _FAILURE_TYPE, call.excinfo.value.kind)
+            if self._posts_here:
+                self._post_from_worker(task, report)
         return report
+
+    def _post_from_worker(self, task: str, report: pytest.TestReport) -> None:
+        """Post the event ``report`` settles, and say so on the report.
+
+        A write that failed is not tried again by the controller (its message may be in
+        the queue already): the report says why, and the controller fails the run.
+        """
+        status = final_status(report.when, report.outcome)
+        if status is None:
+            return
+        if report.failed:
+            self._record_failure(task, report)
+        kind = self.events.pending(task, status)
+        if kind is None:
+            return
+        setattr(report, _POSTED, kind)
+        try:
+            self._post(task, kind)
+        except (OSError, ValueError) as error:  # ValueError includes BusError
+            setattr(report, _POST_FAILED, f"{kind}_{task}.event not written: {error}")
 
     def _properties(
         self, node: Node, present: Sequence[tuple[str, object]] = ()
@@ -208,21 +264,20 @@ class ReportPlugin:
         if isinstance(start, float) and isinstance(stop, float):
             first, last = self._spans.get(task, (start, stop))
             self._spans[task] = (min(first, start), max(last, stop))
-        # A node's outcome is final with its call report, or with a setup that did not
-        # pass (a blocked node, a setup error); a failing teardown can still fail it.
-        final = report.when == "call" or (
-            report.when in ("setup", "teardown") and not report.passed
-        )
-        if not final:
+        if final_status(report.when, report.outcome) is None:
             return
         if report.failed:
-            self.events.record_error(task, error_text(report))
-            trace = self._agent_log_tail(task, report)
-            if trace:
-                self.events.record_trace(task, trace)
+            self._record_failure(task, report)
             kind = getattr(report, _FAILURE_TYPE, None)
             if isinstance(kind, str):
                 self._failure_types[task] = kind
+        posted = getattr(report, _POSTED, None)
+        if isinstance(posted, str):
+            self.events.mark_posted(task, posted)  # by the worker that ran it
+            failed = getattr(report, _POST_FAILED, None)
+            if isinstance(failed, str):
+                self.warnings.append(failed)
+                self.not_written.append(failed)
         merged = dict(report.user_properties).get("merge_sha")
         if isinstance(merged, str) and merged:
             self._merge_shas[task] = merged[:7]
@@ -232,6 +287,13 @@ class ReportPlugin:
             self._spawned[task] = _attempts(report.user_properties)
         self._emit(task, status)
         self._refresh_metadata()
+
+    def _record_failure(self, task: str, report: pytest.TestReport) -> None:
+        """What TASK_FAILED and metadata.json say about a failed node."""
+        self.events.record_error(task, error_text(report))
+        trace = self._agent_log_tail(task, report)
+        if trace:
+            self.events.record_trace(task, trace)
 
     def _agent_log_tail(self, task: str, report: pytest.TestReport) -> str:
         """The last lines of the node's last agent log (dispatch mode), else ""."""
@@ -248,21 +310,24 @@ class ReportPlugin:
         if kind is None:
             return
         with self._guard(f"{kind}_{task}.event not written", fails_run=True):
-            sha = ""
-            if kind == "TASK_COMPLETE" and task in self._merge_shas:
-                sha = self._merge_shas[task]  # worktree isolation: the node's merge commit
-            elif kind == "TASK_COMPLETE" and self.snapshot is not None:
-                if self._head is None:
-                    self._head = HeadWatch(self.snapshot.toplevel)
-                sha = self._head.sha() or ""
-            outcome = self.state.outcomes.get(task)
-            self.events.emit(
-                task,
-                kind,
-                commit_sha=sha,
-                blocked_by=(outcome.root or "") if outcome is not None else "",
-                reason=outcome.reason if outcome is not None else "",
-            )
+            self._post(task, kind)
+
+    def _post(self, task: str, kind: str) -> None:
+        sha = ""
+        if kind == "TASK_COMPLETE" and task in self._merge_shas:
+            sha = self._merge_shas[task]  # worktree isolation: the node's merge commit
+        elif kind == "TASK_COMPLETE" and self._toplevel is not None:
+            if self._head is None:
+                self._head = HeadWatch(self._toplevel)
+            sha = self._head.sha() or ""
+        outcome = self.state.outcomes.get(task)
+        self.events.emit(
+            task,
+            kind,
+            commit_sha=sha,
+            blocked_by=(outcome.root or "") if outcome is not None else "",
+            reason=outcome.reason if outcome is not None else "",
+        )
 
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
         self._interrupted = True
