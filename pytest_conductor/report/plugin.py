@@ -189,11 +189,13 @@ class ReportPlugin:
         report = yield
         task = self.state.task_id_of(item.nodeid)
         if task is not None:
-            props = self._properties(self.nodes[task], item.user_properties)
-            # The item's list too: each later report copies it, and junitxml takes the
-            # properties from the last (teardown) report.
-            set_properties(item.user_properties, props)
-            set_properties(report.user_properties, props)
+            if call.when == "teardown":
+                # junitxml reads a testcase's properties from its teardown report only;
+                # on the setup and call reports they would only add to what every
+                # report costs to send from an xdist worker and read on the controller.
+                props = self._properties(self.nodes[task], item.user_properties)
+                set_properties(item.user_properties, props)
+                set_properties(report.user_properties, props)
             if report.failed and call.excinfo and isinstance(call.excinfo.value, NodeFailure):
                 setattr(report, _FAILURE_TYPE, call.excinfo.value.kind)
             if self._posts_here:
@@ -248,7 +250,7 @@ class ReportPlugin:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> Generator[None, None, None]:
         task = self.state.task_id_of(report.nodeid) if self._running else None
-        if task is not None:
+        if task is not None and report.when == "teardown":
             # Before junitxml reads them: reports made without an item (the xdist
             # scheduler's blocked nodes) get the properties here.
             keys = {key for key, _ in report.user_properties}
