@@ -338,12 +338,18 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def update_metadata(
-    track_dir: Path, record: ExecutionRecord, *, lock_timeout: float = 30.0
+    track_dir: Path,
+    record: ExecutionRecord,
+    *,
+    lock_timeout: float = 30.0,
+    durable: bool = True,
 ) -> Path:
     """Merge ``record`` into ``<track_dir>/metadata.json`` under the orchestrator's lock.
 
     A missing file is created. Raises :class:`MetadataError` (file left untouched) when the
     lock stays held, the file does not parse, or it cannot be merged into.
+    ``durable=False`` skips the fsync (see :func:`~pytest_conductor.util.atomic.atomic_write`):
+    for the progress written while a run goes on, which the run's last write supersedes.
     """
     path = Path(track_dir) / METADATA_NAME
     with metadata_lock(track_dir, lock_timeout):
@@ -359,7 +365,7 @@ def update_metadata(
                 f"metadata.json not updated: {path} is nested too deeply to read; left as it is"
             ) from None
         try:
-            atomic_write(path, text.encode("utf-8"))
+            atomic_write(path, text.encode("utf-8"), durable=durable)
         except OSError as error:
             raise MetadataError(
                 f"metadata.json not updated: cannot write {path}: {error}"

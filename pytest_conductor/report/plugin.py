@@ -458,6 +458,8 @@ class ReportPlugin:
 
     def _update_metadata(self, status: str, *, lock_timeout: float) -> None:
         state = self.state
+        # Progress while the run goes on is not fsynced (about 10 ms a write here, at
+        # start-up too): a power cut loses at most a state the final write replaces.
         update_metadata(
             state.settings.track_dir,
             execution_record(
@@ -471,6 +473,7 @@ class ReportPlugin:
                 spawned=sum(self._spawned.values()),
             ),
             lock_timeout=lock_timeout,
+            durable=status != "RUNNING",
         )
 
     def _not_counted(self, config: pytest.Config) -> list[Path]:
