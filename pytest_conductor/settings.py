@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -270,15 +271,17 @@ class Settings:
             self.worker is not None or any(n.worker for n in nodes)
         )
 
-    @property
+    # Cached: asked for once or more per node, and a frozen dataclass never changes
+    # (functools.cached_property stores in the instance's __dict__, past __setattr__).
+    @functools.cached_property
     def track_dir(self) -> Path:
         return self.root / "conductor" / "tracks" / str(self.track)
 
-    @property
+    @functools.cached_property
     def plan_path(self) -> Path:
         return self.track_dir / "plan.md"
 
-    @property
+    @functools.cached_property
     def bus_dir(self) -> Path:
         return self.track_dir / ".message-bus"
 

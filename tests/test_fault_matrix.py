@@ -337,8 +337,18 @@ def wait_for_records(project: Project, names: list[str], proc: subprocess.Popen[
         (signal.SIGHUP, "2", False),
         (signal.SIGTERM, "0", False),
         (signal.SIGHUP, "0", False),
+        (signal.SIGINT, "2", True),  # Ctrl-C at a terminal: the whole foreground group
+        (signal.SIGINT, "2", False),  # a runner that interrupts pytest alone
     ],
-    ids=["term-xdist", "term-group-xdist", "hup-xdist", "term-inprocess", "hup-inprocess"],
+    ids=[
+        "term-xdist",
+        "term-group-xdist",
+        "hup-xdist",
+        "term-inprocess",
+        "hup-inprocess",
+        "ctrl-c-xdist",
+        "int-xdist",
+    ],
 )
 def test_a_termination_signal_ends_the_run_like_ctrl_c(
     project: Project, sig: signal.Signals, xdist: str, whole_group: bool
@@ -346,16 +356,23 @@ def test_a_termination_signal_ends_the_run_like_ctrl_c(
     project.plan(spawning_plan(project))
     proc = project.start("--conductor-track=t", "-n", xdist)
     wait_for_records(project, ["a", "b"] if xdist != "0" else ["a"], proc)
+    signalled = time.monotonic()
     if whole_group:
         os.killpg(proc.pid, sig)
     else:
         os.kill(proc.pid, sig)
     output = proc.communicate(timeout=60)[0].decode()
     run = Run(proc.returncode, output)
+    # The criteria outlast the test: the run stopped them rather than waiting (issue 14
+    # asks for 2 s under xdist; measured by hand in docs/performance.md, well under; the
+    # bound here only leaves room for a loaded machine).
+    assert time.monotonic() - signalled < 15, output
     # Every process the run started, its xdist workers included, is gone within 2 s.
     assert_gone(group_members(proc.pid))
     assert run.returncode == 2, output  # pytest's "interrupted"
-    one_error_line(run, f"terminated by {sig.name}")
+    one_error_line(
+        run, "KeyboardInterrupt" if sig == signal.SIGINT else f"terminated by {sig.name}"
+    )
     verdict = json.loads(output.strip().splitlines()[-1])
     assert verdict["verdict"] == "FAIL"
     assert "interrupted" in verdict["summary"]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Iterator
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -160,10 +160,11 @@ class TaskItem(pytest.Item):
     def state(self) -> ConductorState:
         return _require_state(self.config)
 
-    @cached_property
+    @property
     def bus(self) -> MessageBus:
-        """The track's bus, one object for the node's checks, prompts and status."""
-        return MessageBus(self.state.settings.bus_dir, warn=False)
+        """The track's bus, for the node's checks, prompts and status: one object per
+        process (it only caches paths; each call reads and writes the files anew)."""
+        return _shared_bus(self.state.settings.bus_dir)
 
     def runtest(self) -> None:
         state = self.state
@@ -438,6 +439,11 @@ def _passed_section(
     if result.released_locks:
         lines.append("locks released for the agent: " + ", ".join(result.released_locks))
     return "\n".join(lines)
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_bus(bus_dir: Path) -> MessageBus:
+    return MessageBus(bus_dir, warn=False)
 
 
 def _require_state(config: pytest.Config) -> ConductorState:
