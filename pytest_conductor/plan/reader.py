@@ -24,7 +24,7 @@ import yaml
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from yaml.nodes import Node as YamlNode
 
-from pytest_conductor.graph.algorithms import find_cycle
+from pytest_conductor.graph.algorithms import find_cycle, levels
 from pytest_conductor.plan.blocks import DAG_LINE, CodeBlock, code_blocks, split_lines
 from pytest_conductor.plan.durations import parse_duration
 from pytest_conductor.plan.marks import Checkpoint, Mark
@@ -152,6 +152,14 @@ class Plan:
     def deps(self) -> Mapping[str, tuple[str, ...]]:
         """``{id: depends_on}`` in plan order, the shape the graph module takes."""
         return MappingProxyType({n.id: n.depends_on for n in self.nodes})
+
+    @cached_property
+    def levels(self) -> tuple[tuple[str, ...], ...]:
+        """The nodes by level of the DAG (:func:`~pytest_conductor.graph.algorithms.levels`).
+
+        Cached: metadata.json names them as parallel groups on every refresh of a run.
+        """
+        return tuple(tuple(level) for level in levels(self.deps))
 
 
 def load_plan(path: Path) -> Plan:

@@ -447,6 +447,11 @@ class ReportPlugin:
             self._metadata_due = now  # held right now: the next node tries again
         except MetadataError:
             self._metadata_broken = True  # left as it is; the session end reports it
+        else:
+            # A large plan's record takes longer to build and write: refreshing at most
+            # 1/20 of the time keeps it off the scheduler's thread that much.
+            took = time.monotonic() - now
+            self._metadata_due = max(self._metadata_due, now + 20 * took)
 
     def _write_metadata(self, status: str, *, lock_timeout: float) -> None:
         with self._guard("metadata.json not updated", fails_run=True):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pytest_conductor.graph.algorithms import levels
 from pytest_conductor.plan.reader import Plan
 from pytest_conductor.report.events import first_reason
 from pytest_conductor.report.metadata import ExecutionRecord, completed_groups
@@ -17,7 +16,7 @@ def plan_groups(plan: Plan) -> dict[str, tuple[str, ...]]:
     """The plan's parallel groups; without any, the levels of the DAG (``level-1``, …)."""
     if plan.groups:
         return {g.id: g.tasks for g in plan.groups}
-    return {f"level-{i}": tuple(lv) for i, lv in enumerate(levels(plan.deps), 1)}
+    return {f"level-{i}": level for i, level in enumerate(plan.levels, 1)}
 
 
 def done_tasks(
