@@ -17,7 +17,7 @@ import pytest
 
 from pytest_conductor.graph.blocking import NodeOutcome
 from pytest_conductor.plan.reader import Node, Plan
-from pytest_conductor.scheduling import xdist_hooks
+from pytest_conductor.scheduling import scheduler, xdist_hooks
 from pytest_conductor.scheduling.scheduler import DagScheduling
 from pytest_conductor.settings import Settings
 from pytest_conductor.state import STATE_KEY, ConductorState
@@ -44,12 +44,15 @@ class MockGateway(BaseOfMockGateway):
 class MockNode(BaseOfMockNode):
     def __init__(self, gid: str) -> None:
         self.sent: list[int] = []
+        self.messages: list[list[int]] = []  # one entry per send_runtest_some call
         self.gateway = MockGateway(gid)
         self._shutdown = False
 
     def send_runtest_some(self, indices: Sequence[int]) -> None:
         assert not self._shutdown, "sent work to a worker that was shut down"
+        assert indices, "an empty message"
         self.sent.extend(indices)
+        self.messages.append(list(indices))
 
     def shutdown(self) -> None:
         self._shutdown = True
@@ -162,6 +165,23 @@ class Harness:
 
     def index(self, task: str) -> int:
         return self.collection.index(nid(task))
+
+    def messages(self, gid: str) -> list[list[str]]:
+        """The tasks of each message sent to worker ``gid``, in order."""
+        return [
+            [self.collection[i].rpartition("::")[2] for i in m] for m in self.node(gid).messages
+        ]
+
+    def steals(self, gid: str) -> list[list[str]]:
+        """The tasks of each steal request sent to worker ``gid``, in order."""
+        node = self.node(gid)
+        assert isinstance(node, StealNode)
+        return [[self.collection[i].rpartition("::")[2] for i in s] for s in node.steals]
+
+    def give_back(self, gid: str, *tasks: str) -> None:
+        """Worker ``gid`` answers a steal: these queued tasks had not started."""
+        indices = [self.index(t) for t in tasks]
+        self.sched.remove_pending_tests_from_node(self.node(gid), indices)
 
 
 def make_state(
@@ -485,40 +505,91 @@ def test_finish_session_reports_what_xdist_left_undispatched(harness: MakeHarnes
     assert len(h.recorder.skipped()) == 1
 
 
-# -- a queued node per worker -------------------------------------------------------------
+# -- queued nodes, sent in batches ---------------------------------------------------------
 
 
-def test_more_ready_than_free_workers_queues_one_behind_each(harness: MakeHarness) -> None:
-    h = harness([(t, ()) for t in "abcdef"], workers=2, steal=True)
+@pytest.fixture
+def depth3(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Pin the queue depth, so these tests read the same whatever the constant is."""
+    monkeypatch.setattr(scheduler, "QUEUE_DEPTH", 3)
+    return 3
+
+
+def test_idle_workers_get_their_node_and_a_queue_in_one_message(
+    harness: MakeHarness, depth3: int
+) -> None:
+    h = harness([(t, ()) for t in "abcdefghijkl"], workers=2, steal=True)
     h.start()
-    assert h.pending() == {"gw0": ["a", "c"], "gw1": ["b", "d"]}  # one queued each, no more
+    # Each worker's first node, then the best ready nodes round by round, in one message.
+    assert h.pending() == {"gw0": ["a", "c", "e", "g"], "gw1": ["b", "d", "f", "h"]}
+    assert h.messages("gw0") == [["a", "c", "e", "g"]]
+    assert h.messages("gw1") == [["b", "d", "f", "h"]]
+    assert h.sched.queue is not None and h.sched.queue.ready_nodes() == ["i", "j", "k", "l"]
     h.complete("a")
-    # c runs on gw0 now; e waits behind it; f stays with the controller.
-    assert h.pending() == {"gw0": ["c", "e"], "gw1": ["b", "d"]}
-    for task in "bcdef":
+    h.complete("c")
+    assert h.pending()["gw0"] == ["e", "g"]  # not topped up while it still has a queue
+    assert len(h.messages("gw0")) == 1
+    h.complete("e")
+    # Only its running node left: topped up to the depth, in one message.
+    assert h.pending()["gw0"] == ["g", "i", "j", "k"]
+    assert h.messages("gw0") == [["a", "c", "e", "g"], ["i", "j", "k"]]
+    for task in "bdf":
+        h.complete(task)
+    assert h.messages("gw1") == [["b", "d", "f", "h"], ["l"]]
+    for task in "gijkhl":
         h.complete(task)
     assert h.sched.tests_finished
+    assert (h.sched.messages, h.sched.queued) == (4, 10)
 
 
-def test_without_steal_nothing_is_queued(harness: MakeHarness) -> None:
+@pytest.mark.parametrize("depth", [1, 2, 4])
+def test_a_worker_holds_at_most_queue_depth_queued_nodes(
+    harness: MakeHarness, monkeypatch: pytest.MonkeyPatch, depth: int
+) -> None:
+    monkeypatch.setattr(scheduler, "QUEUE_DEPTH", depth)
+    h = harness([(f"n{i:02d}", ()) for i in range(30)], workers=3, steal=True)
+    h.start()
+    assert [len(p) for p in h.pending().values()] == [1 + depth] * 3
+    assert h.sched.queue is not None
+    assert len(h.sched.queue.ready_nodes()) == 30 - 3 * (1 + depth)  # the rest wait here
+    while not h.sched.tests_finished:
+        for gid in ("gw2", "gw0", "gw1"):
+            running = h.running()
+            if gid in running:
+                h.complete(running[gid])
+            assert all(len(p) <= 1 + depth for p in h.pending().values())
+    sent = sorted(i for node in h.nodes for i in node.sent)
+    assert sent == list(range(30))  # each node sent once
+    messages = [m for node in h.nodes for m in node.messages]
+    assert max(len(m) for m in messages) == 1 + depth
+    assert len(messages) == h.sched.messages < 30
+
+
+def test_without_steal_nothing_is_queued(harness: MakeHarness, depth3: int) -> None:
     h = harness([(t, ()) for t in "abcd"], workers=2)
     h.start()
     assert h.pending() == {"gw0": ["a"], "gw1": ["b"]}
+    h.complete("a")
+    assert h.messages("gw0") == [["a"], ["c"]]
 
 
-def test_long_nodes_are_never_queued_nor_queued_behind(harness: MakeHarness) -> None:
+def test_long_nodes_are_never_queued_nor_queued_behind(harness: MakeHarness, depth3: int) -> None:
     # a: long and first in plan order; d: long, so nothing queues in front of it.
-    estimates = {"a": 2.0, "b": 0.01, "c": 0.01, "d": 2.0, "e": 0.01}
-    h = harness([(t, ()) for t in "abcde"], workers=2, steal=True, estimates=estimates)
+    estimates = {"a": 2.0, "d": 2.0, **{t: 0.01 for t in "bcefgh"}}
+    h = harness([(t, ()) for t in "abcdefgh"], workers=2, steal=True, estimates=estimates)
     h.start()
-    # Ready by rank: a (2.0), d (2.0), b, c, e. a and d run; nothing queues behind them.
+    # Ready by rank: a (2.0), d (2.0), then the short ones. a and d run, alone.
     assert h.pending() == {"gw0": ["a"], "gw1": ["d"]}
+    assert (h.messages("gw0"), h.messages("gw1")) == ([["a"]], [["d"]])
     h.complete("d")
-    # b runs on gw1; c (short) may wait behind b (short), never behind a.
-    assert h.pending() == {"gw0": ["a"], "gw1": ["b", "c"]}
+    # b runs on gw1 with three short ones queued behind it; never any behind a.
+    assert h.pending() == {"gw0": ["a"], "gw1": ["b", "c", "e", "f"]}
+    assert h.messages("gw1") == [["d"], ["b", "c", "e", "f"]]
 
 
-def test_a_long_ready_node_is_not_passed_by_a_queued_short_one(harness: MakeHarness) -> None:
+def test_a_long_ready_node_is_not_passed_by_a_queued_short_one(
+    harness: MakeHarness, depth3: int
+) -> None:
     # p and q are short but head paths of 2 s; L (1 s) is ready next, s (short) after it.
     nodes = [("p", ()), ("p2", ("p",)), ("q", ()), ("q2", ("q",)), ("L", ()), ("s", ())]
     estimates = {"p": 0.01, "p2": 2.0, "q": 0.01, "q2": 2.0, "L": 1.0, "s": 0.01}
@@ -529,14 +600,31 @@ def test_a_long_ready_node_is_not_passed_by_a_queued_short_one(harness: MakeHarn
     assert h.pending() == {"gw0": ["p2"], "gw1": ["q"]}
 
 
-def test_a_critical_node_is_never_queued_nor_queued_behind(harness: MakeHarness) -> None:
+def test_a_critical_node_is_never_queued_nor_queued_behind(
+    harness: MakeHarness, depth3: int
+) -> None:
     # x1 -> x2 -> x3 is the critical path (3 >= 5 nodes / 2 workers); y and z have slack.
     nodes = [("x1", ()), ("x2", ("x1",)), ("x3", ("x2",)), ("y", ()), ("z", ())]
     h = harness(nodes, workers=2, steal=True)
     h.start()
     assert h.pending() == {"gw0": ["x1"], "gw1": ["y", "z"]}  # nothing behind x1
+    assert h.messages("gw0") == [["x1"]]
     h.complete("x1")
     assert h.pending() == {"gw0": ["x2"], "gw1": ["y", "z"]}  # x2 started at once
+    assert h.messages("gw0") == [["x1"], ["x2"]]
+
+
+def test_a_queued_node_holds_its_files(harness: MakeHarness, depth3: int) -> None:
+    # c and e write the same file: once c is queued, e waits and f, g, h go before it.
+    files = {"c": ("shared.txt",), "e": ("shared.txt",)}
+    h = harness([(t, ()) for t in "abcdefgh"], workers=2, steal=True, files=files)
+    h.start()
+    assert h.pending() == {"gw0": ["a", "c", "f", "h"], "gw1": ["b", "d", "g"]}
+    assert h.sched.queue is not None and h.sched.queue.ready_nodes() == ["e"]
+    h.complete("a")
+    h.complete("c")  # frees the file; e waits for a worker's queue to run low
+    h.complete("f")
+    assert h.messages("gw0") == [["a", "c", "f", "h"], ["e"]]
 
 
 def test_short_nodes_of_unknown_duration_check_files_only() -> None:
@@ -551,52 +639,94 @@ def test_short_nodes_of_unknown_duration_check_files_only() -> None:
     assert short_nodes(state, ["a", "b", "c", "d"]) == {"a", "c"}
 
 
-def test_exitfirst_takes_back_queued_nodes_and_reports_them_not_run(
-    harness: MakeHarness,
+def test_exitfirst_takes_back_every_queued_node_and_reports_them_not_run(
+    harness: MakeHarness, depth3: int
 ) -> None:
     session = FakeSession()
-    h = harness([(t, ()) for t in "abcdef"], workers=2, args=["-x"], session=session, steal=True)
+    h = harness(
+        [(t, ()) for t in "abcdefghij"], workers=2, args=["-x"], session=session, steal=True
+    )
     h.start()
-    assert h.pending() == {"gw0": ["a", "c"], "gw1": ["b", "d"]}
+    assert h.pending() == {"gw0": ["a", "c", "e", "g"], "gw1": ["b", "d", "f", "h"]}
     session.shouldfail = "stopping after 1 failures"
-    h.complete("a", "failed")  # gw0 went on to c already, so only d is asked back
-    steal_node = h.node("gw1")
-    assert isinstance(steal_node, StealNode)
-    assert steal_node.steals == [[h.index("d")]]
+    h.complete("a", "failed")  # gw0 went on to c already, so e and g are asked back
     reason = "not run: stopped after the first failure (-x/--maxfail=1)"
-    assert h.recorder.skipped() == {nid("e"): reason, nid("f"): reason}
-    h.sched.remove_pending_tests_from_node(steal_node, [h.index("d")])  # its answer
-    assert h.recorder.skipped()[nid("d")] == reason
-    assert h.state.outcomes["d"].status == "skipped"
-    assert h.pending() == {"gw0": ["c"], "gw1": ["b"]}
+    assert h.recorder.skipped() == {nid("i"): reason, nid("j"): reason}
+    # One request per item: xdist's steal gives back all it is asked for, or none.
+    assert h.steals("gw0") == [["e"], ["g"]]
+    assert h.steals("gw1") == [["d"], ["f"], ["h"]]
+    # gw1 finished b before it read the requests: d is first in line here, yet it never
+    # started, since the worker gave it back.
     h.complete("b")
+    h.give_back("gw1", "d")
+    h.give_back("gw1", "f")
+    h.give_back("gw1", "h")
+    assert h.pending()["gw1"] == []
+    assert h.node("gw1").shutting_down  # idle and nothing more to do
+    # gw0 had started e already (an empty answer); g comes back.
     h.complete("c")
+    h.give_back("gw0")
+    h.give_back("gw0", "g")
+    assert h.pending()["gw0"] == ["e"]
+    h.complete("e")
     assert h.sched.tests_finished
+    assert h.recorder.skipped() == {nid(t): reason for t in "dfghij"}
+    assert all(h.state.outcomes[t].status == "skipped" for t in "dfghij")
 
 
 def test_a_queued_node_that_a_finished_worker_never_ran_is_reported(
-    harness: MakeHarness,
+    harness: MakeHarness, depth3: int
 ) -> None:
-    h = harness([(t, ()) for t in "abcd"], workers=2, steal=True)
+    h = harness([(t, ()) for t in "abcdefgh"], workers=2, steal=True)
     h.start()
-    h.complete("a")  # gw0 now runs c
+    h.complete("a")  # gw0 now runs c, with e and g behind it
     gw0 = h.node("gw0")
     gw0.workeroutput = {"shouldfail": "stopping after 1 failures"}
     h.sched.finish_session()
     skipped = h.recorder.skipped()
-    assert skipped[nid("c")].startswith("not run:")
-    assert nid("d") in skipped  # queued behind b on a worker that may still run b
-    assert nid("b") not in skipped
+    assert all(skipped[nid(t)].startswith("not run:") for t in "ceg")  # gw0 ran none of them
+    # Queued behind b on a worker that may still run b.
+    assert set(skipped) == {nid(t) for t in "cegdfh"}
+    assert h.pending() == {"gw0": [], "gw1": ["b"]}
 
 
-def test_a_crash_gives_the_queued_node_to_another_worker(harness: MakeHarness) -> None:
-    h = harness([(t, ()) for t in "abcd"], workers=2, steal=True)
+def test_a_crash_gives_the_queued_nodes_to_another_worker(
+    harness: MakeHarness, depth3: int
+) -> None:
+    h = harness([(t, ()) for t in "abcdefgh"], workers=2, steal=True)
     h.start()
-    assert h.pending() == {"gw0": ["a", "c"], "gw1": ["b", "d"]}
+    assert h.pending() == {"gw0": ["a", "c", "e", "g"], "gw1": ["b", "d", "f", "h"]}
     assert h.sched.remove_node(h.node("gw0")) == nid("a")
     assert h.state.outcomes["a"].status == "failed"
+    assert h.recorder.skipped() == {}  # c, e and g never started: ready again
+    for task in "bdf":
+        h.complete(task)
+    assert h.messages("gw1") == [["b", "d", "f", "h"], ["c", "e", "g"]]
+    for task in "hceg":
+        h.complete(task)
+    assert h.sched.tests_finished
+
+
+def test_a_crash_past_the_limit_reports_every_queued_node_not_run(
+    harness: MakeHarness, depth3: int
+) -> None:
+    h = harness(
+        [(t, ()) for t in "abcdefgh"],
+        workers=2,
+        steal=True,
+        args=["--max-worker-restart=0"],
+    )
+    h.start()
+    h.sched.remove_node(h.node("gw0"))
+    reason = "not run: worker gw0 crashed and worker restarting is disabled"
+    assert h.recorder.skipped() == {nid(t): reason for t in "ceg"}
+    assert h.steals("gw1") == [["d"], ["f"], ["h"]]
+    h.give_back("gw1", "d")
+    h.give_back("gw1", "f")
+    h.give_back("gw1", "h")
     h.complete("b")
-    assert h.pending() == {"gw1": ["d", "c"]}  # c was given back and sent again
+    assert h.sched.tests_finished
+    assert h.recorder.skipped() == {nid(t): reason for t in "cdefgh"}
 
 
 def test_unknown_completion_is_refused(harness: MakeHarness) -> None:

@@ -17,6 +17,7 @@ from typing import Protocol
 
 import pytest
 
+from pytest_conductor.scheduling.scheduler import QUEUE_DEPTH
 from tests.conftest import PlanWriter
 
 pytestmark = pytest.mark.slow
@@ -216,8 +217,14 @@ def pytest_sessionfinish(session):
     scheduler = session.config.stash.get(SCHEDULER_KEY, None)
     if scheduler is not None:
         with open("queued.txt", "w") as out:
-            out.write(str(scheduler.queued))
+            out.write(f"{scheduler.queued} {scheduler.messages}")
 """
+
+
+def queued_and_messages(pytester: pytest.Pytester) -> tuple[int, int]:
+    """How many nodes the run queued, and how many messages carried nodes to workers."""
+    queued, messages = (pytester.path / "queued.txt").read_text().split()
+    return int(queued), int(messages)
 
 
 def test_short_chained_nodes_are_queued_and_all_run_in_order(
@@ -237,7 +244,11 @@ def test_short_chained_nodes_are_queued_and_all_run_in_order(
     write_plan("dag:\n  nodes:\n" + "\n".join(lines) + "\n")
     result = run(pytester, "-n", "2", "-v")
     result.assert_outcomes(passed=40)
-    assert int((pytester.path / "queued.txt").read_text()) > 0
+    queued, messages = queued_and_messages(pytester)
+    assert queued > 0
+    # At least the first message to each worker carries its first node and a full queue
+    # (10 chain heads ready, none critical); most later ones top a queue up.
+    assert messages <= 40 - 2 * QUEUE_DEPTH
     order = [line.split("::")[1].split()[0] for line in result.outlines if " PASSED" in line]
     for chain in range(10):
         steps = [order.index(f"c{chain}s{step}") for step in range(4)]
@@ -256,7 +267,7 @@ def test_exitfirst_reports_queued_nodes_as_not_run(
     pytester.makeconftest(QUEUED_PROBE)
     xml = pytester.path / "report.xml"
     result = run(pytester, "-n", "2", "-x", f"--junitxml={xml}")
-    assert int((pytester.path / "queued.txt").read_text()) > 0
+    assert queued_and_messages(pytester)[0] > 0
     reason = "not run: stopped after the first failure (-x/--maxfail=1)"
     cases = junit_cases(xml)
     assert set(cases) == set("abcdefgh")

@@ -3,12 +3,14 @@
 It implements xdist's ``Scheduling`` protocol (``xdist/scheduler/protocol.py``) on top of a
 :class:`~pytest_conductor.scheduling.readiness.DagQueue`: one node running per worker, at most
 ``conductor_max_workers`` workers busy, a node sent as soon as its dependencies passed.
-When more nodes are ready than workers are free, a busy worker may also hold one *queued*
-node (see :func:`queueable`), so it does not idle for a round trip between two short
-nodes. It relies on two facts about xdist (DESIGN §9): a node's test reports reach the
-controller before its ``mark_test_complete``, so ``state.outcomes`` already holds its
-outcome; and a worker runs an item as soon as it arrives only with
-:mod:`pytest_conductor.scheduling.worker_patch` installed on the workers.
+When more nodes are ready than workers are free, a worker may also hold up to
+:data:`QUEUE_DEPTH` short *queued* nodes behind the one it runs (see
+:meth:`DagScheduling._fill_queues`), so it does not idle for a round trip between two short
+nodes; what one worker gets in one pass goes in one message. It relies on two facts about
+xdist (DESIGN §9): a node's test reports reach the controller before its
+``mark_test_complete``, so ``state.outcomes`` already holds its outcome; and a worker runs
+an item as soon as it arrives only with :mod:`pytest_conductor.scheduling.worker_patch`
+installed on the workers.
 
 Nodes that never reach a worker (blocked, or left undispatched when the run stops) are
 reported here on the controller, as skipped tests with the reason, so every node shows in
@@ -33,12 +35,18 @@ if TYPE_CHECKING:
     from xdist.remote import Producer
     from xdist.workermanage import WorkerController
 
-__all__ = ["QUEUE_THRESHOLD", "QUICK_KINDS", "DagScheduling", "short_nodes"]
+__all__ = ["QUEUE_DEPTH", "QUEUE_THRESHOLD", "QUICK_KINDS", "DagScheduling", "short_nodes"]
 
 #: Seconds: a node expected to take longer is never queued, nor queued behind. Queuing
 #: saves one controller round trip (a few ms) per node; above this it is noise, while a
 #: node stuck behind a long one could wait for all of it.
 QUEUE_THRESHOLD = 0.05
+#: Queued nodes a worker may hold behind the one it runs. A worker is topped up only when
+#: its running node is all it has left, so it gets about one message per QUEUE_DEPTH
+#: nodes (each message costs the controller's single thread a send and wakes the worker);
+#: deeper saves less and less (1/2, 1/3, 1/4 message per node) while a queued node may
+#: wait for up to QUEUE_DEPTH short nodes and a worker commits to more work early.
+QUEUE_DEPTH = 3
 #: Criteria kinds that only look at files: a node with only these (and no agent) is quick
 #: even when nothing estimated or measured its duration.
 QUICK_KINDS = frozenset({"exists", "contains", "prose"})
@@ -104,8 +112,10 @@ class DagScheduling:
         self._head_since: dict[WorkerController, float] = {}
         # Queue keys that may be queued behind another node (short ones), set at schedule.
         self._short: frozenset[str] = frozenset()
-        #: How many nodes were sent to a worker that was still running another one.
+        #: How many nodes were sent to wait in a worker's queue behind another one.
         self.queued = 0
+        #: How many ``send_runtest_some`` messages went to workers (each carries one or more).
+        self.messages = 0
         self.collection: list[str] | None = None
         self.queue: DagQueue | None = None
         # Why the run stopped dispatching (``-x``, ``--maxfail``, a crash limit), once it has.
@@ -213,11 +223,17 @@ class DagScheduling:
         """Queued items a worker gave back (the answer to our ``steal``): they never ran.
 
         Once the run stopped they are reported as not run; otherwise they are ready again.
+        The worker gives back only items still waiting in its queue, so the answer holds
+        even for the first pending one: the worker may have finished the one before (its
+        completion already handled here) without having started this one yet.
         """
         pending = self.node2pending.get(node, [])
         for index in indices:
-            if index in pending[1:]:  # the first one may be running: never take it back
+            if index in pending:
+                first = pending[0] == index
                 pending.remove(index)
+                if first and pending:
+                    self._head_since[node] = time.monotonic()
                 self._withdraw(index)
         self._dispatch()
 
@@ -325,6 +341,8 @@ class DagScheduling:
         queue = self.queue
         if queue is None:
             return
+        # Items chosen for each worker in this pass, sent together at the end.
+        batches: dict[WorkerController, list[int]] = {}
         busy = sum(1 for pending in self.node2pending.values() if pending)
         for node, pending in self.node2pending.items():
             if busy >= self.max_in_flight:
@@ -334,19 +352,26 @@ class DagScheduling:
             key = queue.next_node()
             if key is None:
                 break
-            self._send(node, key)
+            self._take(node, key, batches)
             busy += 1
         if queue.next_node() is not None:
-            # Every usable worker is busy and nodes are still ready: one may wait in a
-            # worker's queue.
-            self._fill_queues()
+            # Every usable worker is busy and nodes are still ready: some may wait in
+            # workers' queues.
+            self._fill_queues(batches)
+        for node, items in batches.items():
+            node.send_runtest_some(items)
+            self.messages += 1
         if queue.done or queue.stopped:
             # Nothing more will be sent: idle workers may go (busy ones finish first).
             for node, pending in self.node2pending.items():
                 if not pending and not node.shutting_down:
                     node.shutdown()
 
-    def _send(self, node: WorkerController, key: str) -> None:
+    def _take(
+        self, node: WorkerController, key: str, batches: dict[WorkerController, list[int]]
+    ) -> None:
+        """Start ``key`` on ``node``: it joins the worker's pending list and this pass's
+        batch for it (sent by :meth:`_dispatch`)."""
         assert self.queue is not None
         self.queue.start(key)
         item = self._index_of[key]
@@ -354,34 +379,40 @@ class DagScheduling:
         if not pending:
             self._head_since[node] = time.monotonic()
         pending.append(item)
-        node.send_runtest_some([item])
+        batches.setdefault(node, []).append(item)
 
-    def _fill_queues(self) -> None:
-        """Queue one ready node behind each busy worker's running one, while allowed.
+    def _fill_queues(self, batches: dict[WorkerController, list[int]]) -> None:
+        """Queue up to :data:`QUEUE_DEPTH` ready nodes behind busy workers, while allowed.
 
-        Workers whose running node started first go first (likely free first). Only the
-        best ready node is ever queued, so nothing jumps ahead of a better one: filling
-        stops at the first ready node that may not wait, and skips a worker whose running
-        node may not be waited behind.
+        Only a worker whose running node is all it has left is topped up (a worker just
+        given its first node in this pass included, so that node and its queue go in one
+        message), and only if that node may be waited behind. Workers whose running node
+        started first go first (likely free first), round by round: the best ready node
+        goes first in line behind a running node, the next best first in line on the next
+        worker, and so on. Only the best ready node is ever queued, so nothing jumps ahead
+        of a better one: filling stops at the first ready node that may not wait.
         """
         queue = self.queue
         assert queue is not None
-        busy = [
-            node
-            for node, pending in self.node2pending.items()
-            if len(pending) == 1 and not node.shutting_down and hasattr(node, "send_steal")
-        ]
-        busy.sort(key=lambda n: self._head_since.get(n, 0.0))
         live = sum(
             1 for n in self.node2pending if n in self.node2collection and not n.shutting_down
         )
         workers = max(1, min(self.max_in_flight, live))
-        for node in busy:
-            key = queue.next_node()
-            if key is None or not self._may_wait(key, workers):
-                return
-            if self._may_wait(self._keys[self.node2pending[node][0]], workers):
-                self._send(node, key)
+        low = [
+            node
+            for node, pending in self.node2pending.items()
+            if len(pending) == 1
+            and not node.shutting_down
+            and hasattr(node, "send_steal")
+            and self._may_wait(self._keys[pending[0]], workers)
+        ]
+        low.sort(key=lambda n: self._head_since.get(n, 0.0))
+        for _ in range(QUEUE_DEPTH):
+            for node in low:
+                key = queue.next_node()
+                if key is None or not self._may_wait(key, workers):
+                    return
+                self._take(node, key, batches)
                 self.queued += 1
 
     def _may_wait(self, key: str, workers: int) -> bool:
@@ -448,8 +479,11 @@ class DagScheduling:
             if len(pending) > 1 and not hasattr(node, "workeroutput"):
                 # Ask for the queued ones back; the worker answers with those it had not
                 # started yet (remove_pending_tests_from_node reports them as not run).
+                # One request per item: xdist's steal gives back all it is asked for or
+                # none, and the worker may have started the first queued one already.
                 with contextlib.suppress(OSError):  # its channel closed: finish_session
-                    node.send_steal(pending[1:])
+                    for index in pending[1:]:
+                        node.send_steal([index])
 
     def _report_blocked(self, blocked: list[tuple[str, Blocked]]) -> None:
         # The queue already put each node's blocked outcome into state.outcomes.
