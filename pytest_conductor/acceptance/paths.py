@@ -16,6 +16,7 @@ __all__ = ["GLOB_CHARS", "glob_inside", "inside_root", "lexical_escape"]
 GLOB_CHARS = re.compile(r"[*?\[]")
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and asked again for the same paths each node
 def lexical_escape(path: str) -> str:
     """Why ``path`` leaves the root on its face (``""`` when it does not)."""
     if Path(path).is_absolute():
@@ -30,14 +31,14 @@ def inside_root(root: Path, path: str | Path) -> bool:
     """Whether ``root/path`` resolves (following symlinks) inside ``root``."""
     try:
         real_root = _real_root(root)
-        relative = Path(path)
-        if not relative.is_absolute() and os.pardir not in relative.parts:
+        parts = _plain_parts(os.fspath(path))
+        if parts is not None:
             # Checked once per node: lstat only the path's own components. Without a
             # symlink among them, root/path stays inside whether it exists or not.
-            current = real_root
-            for part in relative.parts:
-                current = current / part
-                if current.is_symlink():
+            current = os.fspath(real_root)
+            for part in parts:
+                current = os.path.join(current, part)
+                if os.path.islink(current):
                     break
             else:
                 return True
@@ -45,6 +46,15 @@ def inside_root(root: Path, path: str | Path) -> bool:
     except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
         return False
     return real == real_root or real.is_relative_to(real_root)
+
+
+@functools.lru_cache(maxsize=4096)
+def _plain_parts(path: str) -> tuple[str, ...] | None:
+    """The components of a relative path without ``..``; None for any other path."""
+    relative = Path(path)
+    if relative.is_absolute() or os.pardir in relative.parts:
+        return None
+    return relative.parts
 
 
 @functools.lru_cache(maxsize=16)

@@ -68,7 +68,9 @@ class BusBase:
         self._reported_lines: set[tuple[int, bytes]] = set()
         # Paths as text, built once: pathlib joins were a fifth of the cost of a post.
         self._queue_file = str(self.path / QUEUE)
-        self._lock_files: dict[str, str] = {}
+        self._events_text = str(self.path / EVENTS)
+        # name -> (lock file, the bus folder, the file itself), as text (see _locked).
+        self._lock_paths: dict[str, tuple[str, str, str]] = {}
 
     def __repr__(self) -> str:
         return f"MessageBus({str(self.path)!r}, source={self.source!r})"
@@ -181,13 +183,19 @@ class BusBase:
     @contextlib.contextmanager
     def _locked(self, name: str) -> Iterator[None]:
         """Hold the inter-process lock of bus file ``name`` (lock file ``.<name>.lock``)."""
-        lock_file = self._lock_files.get(name)
-        if lock_file is None:
-            lock_file = self._lock_files[name] = str(self.path / f".{name}.lock")
+        paths = self._lock_paths.get(name)
+        if paths is None:
+            folder = str(self.path)
+            paths = self._lock_paths[name] = (
+                f"{folder}/.{name}.lock",
+                folder,
+                f"{folder}/{name}",
+            )
+        lock_file, folder, target = paths
         # Every write holds one of these locks: checked here, a folder or file swapped
         # for a link mid-run is never written through (the queue and the lock files are
         # also opened with O_NOFOLLOW; JSON and event files are renamed over, not opened).
-        refuse_symlinks(self.path, self.path / name)
+        refuse_symlinks(folder, target)
         lock = BusLock(lock_file, self.lock_timeout)
         try:
             lock.acquire()

@@ -15,7 +15,7 @@ from pathlib import Path
 __all__ = ["atomic_write"]
 
 
-def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
+def atomic_write(path: Path | str, data: bytes, *, durable: bool = True) -> None:
     """Replace ``path`` with ``data``: temporary file in the same folder, fsync, rename.
 
     ``durable=False`` skips the fsync: readers still never see half a file (the rename
@@ -27,7 +27,9 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
     # Plain os calls rather than tempfile and a file object: the controller writes one
     # event per node. The name is unique per process (pid, counter) and random enough
     # for a process forked with the same counter; O_EXCL refuses any clash.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_counter)}.{os.urandom(3).hex()}.tmp")
+    # Text paths (os.path), not pathlib: its joins cost more than the write here.
+    folder, name = os.path.split(os.fspath(path))
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{next(_counter)}.{os.urandom(3).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
         try:
@@ -41,11 +43,11 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
         finally:
             os.close(fd)
         if not hasattr(os, "fchmod"):
-            tmp.chmod(0o644)
-        tmp.replace(path)
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
-            tmp.unlink()
+            os.unlink(tmp)
         raise
 
 
