@@ -32,6 +32,7 @@ class TrackPlugin:
         self._nodeids: dict[str, str] = {}  # task id -> item id, as reports name them
         self._summarizing = False  # the terminal summary has begun
         self._packed: bytes | None = None  # the plan for xdist workers, packed once
+        self._selected: tuple[tuple[str, ...], frozenset[str]] = ((), frozenset())
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: WorkerController) -> None:
@@ -95,8 +96,10 @@ class TrackPlugin:
         if not isinstance(item, TaskItem):
             return
         state = self.state
+        if self._selected[0] is not state.selected:  # membership per node: a set, not a tuple
+            self._selected = (state.selected, frozenset(state.selected))
         blocked = blocked_by(
-            item.task.depends_on, state.outcomes, state.selected, state.last_outcomes
+            item.task.depends_on, state.outcomes, self._selected[1], state.last_outcomes
         )
         if blocked is not None:
             state.outcomes[item.task.id] = NodeOutcome("blocked", blocked.root, blocked.reason)
