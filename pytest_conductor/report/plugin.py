@@ -40,6 +40,7 @@ from pytest_conductor.report.changes import (
     HeadWatch,
     TreeSnapshot,
     changed_files,
+    git_toplevel,
     reported_files,
     take_snapshot,
 )
@@ -135,32 +136,44 @@ class ReportPlugin:
 
     # -- session start -------------------------------------------------------------------
 
-    @pytest.hookimpl(tryfirst=True)  # before xdist's trylast sessionstart starts workers
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> Generator[None, None, None]:
         config = session.config
         if _is_worker(config):
-            remote = remote_plugin(config)
-            if remote is not None and remote.link is not None:
-                # This worker's copy is not the controller's: the work is measured here.
-                root = self.state.settings.root
-                self.snapshot = take_snapshot(root, self._not_counted(config))
-                return
-            posts = config.workerinput.get(_POSTS_EVENTS, False)  # type: ignore[attr-defined]
-            if posts is not False:
-                self._posts_here = True
-                self._toplevel = Path(posts) if isinstance(posts, str) else None
-            return
+            self._start_worker(config)
+            return (yield)
         if config.getoption("collectonly", False):
             self._collect_only = True  # nothing runs: no bus, no metadata, no verdict
-            return
+            return (yield)
         self._running = True
         self.started_at = utc_now_iso()
+        # What the workers need from us (pytest_configure_node, while xdist starts them).
+        self._toplevel = git_toplevel(self.state.settings.root)
+        result = yield
+        # The rest once xdist has started its workers, while they boot (a few tenths of
+        # a second): nothing writes to the bus before the controller sends a node, which
+        # it does only in its run loop, after this; in-process, nodes run after it too.
+        self._start_run(config)
+        return result
+
+    def _start_worker(self, config: pytest.Config) -> None:
+        remote = remote_plugin(config)
+        if remote is not None and remote.link is not None:
+            # This worker's copy is not the controller's: the work is measured here.
+            root = self.state.settings.root
+            self.snapshot = take_snapshot(root, self._not_counted(config))
+            return
+        posts = config.workerinput.get(_POSTS_EVENTS, False)  # type: ignore[attr-defined]
+        if posts is not False:
+            self._posts_here = True
+            self._toplevel = Path(posts) if isinstance(posts, str) else None
+
+    def _start_run(self, config: pytest.Config) -> None:
         with self._guard("message bus not rotated"):
             # The last run's events move to runs/<stamp>/: this run's events are this run's.
             self.bus.rotate(keep=self.state.settings.keep_runs)
         self._extra_outputs = _pytest_outputs(config)
         self.snapshot = take_snapshot(self.state.settings.root, self._not_counted(config))
-        self._toplevel = self.snapshot.toplevel if self.snapshot is not None else None
         # An orchestrator polling metadata.json now sees a dispatcher at work.
         self._refresh_metadata(wait=_START_LOCK_WAIT)
 
