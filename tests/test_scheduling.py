@@ -312,6 +312,30 @@ def test_only_ready_nodes_are_sent_one_per_worker(harness: MakeHarness) -> None:
     assert h.recorder.reports == []  # everything ran on workers
 
 
+def test_idle_workers_beyond_the_nodes_left_to_start_go_early(harness: MakeHarness) -> None:
+    """Each node that starts takes one worker: with fewer nodes left to start than idle
+    workers, the extra ones can never be needed, and are let go at once (they end their
+    sessions beside the last nodes); the ones that may be needed stay."""
+    h = harness([("a", ()), ("b", ("a",)), ("c", ("b",)), ("d", ("a",))], workers=4)
+    h.start()
+    assert h.running() == {"gw0": "a"}
+    # b, c and d are still to start: all three idle workers may be needed (b and d at once).
+    assert [n.shutting_down for n in h.nodes] == [False, False, False, False]
+    h.complete("a")
+    assert h.running() == {"gw0": "b", "gw1": "d"}
+    # Only c is left to start: one idle worker stays for it, the other goes.
+    assert [n.shutting_down for n in h.nodes] == [False, False, False, True]
+    h.complete("d")
+    # gw1 and gw2 idle, c still the only one to start: gw2 goes too.
+    assert [n.shutting_down for n in h.nodes] == [False, False, True, True]
+    h.complete("b")
+    assert h.running() == {"gw0": "c"}
+    assert [n.shutting_down for n in h.nodes] == [False, True, True, True]
+    h.complete("c")
+    assert h.sched.tests_finished
+    assert all(n.shutting_down for n in h.nodes)
+
+
 def test_at_most_max_workers_nodes_in_flight(harness: MakeHarness) -> None:
     h = harness([("a", ()), ("b", ()), ("c", ())], workers=3, max_workers=2)
     h.start()

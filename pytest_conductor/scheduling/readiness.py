@@ -137,6 +137,12 @@ class DagQueue:
         return self._open == 0
 
     @property
+    def unstarted(self) -> int:
+        """How many nodes have not started yet (pending or ready): at most this many more
+        workers can ever be needed."""
+        return self._open - len(self._running)
+
+    @property
     def work_left(self) -> float:
         """Total weight of the nodes not yet final (pending, ready or running)."""
         return self._work_left

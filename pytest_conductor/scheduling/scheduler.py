@@ -366,6 +366,18 @@ class DagScheduling:
             for node, pending in self.node2pending.items():
                 if not pending and not node.shutting_down:
                     node.shutdown()
+            return
+        # Fewer nodes left to start than idle workers: each node that starts takes one
+        # worker, so the extra idle ones can never be needed (not even when several nodes
+        # become ready at once). They go now and end their sessions beside the last nodes,
+        # as xdist's own schedulers let workers go once their share is done.
+        idle = [
+            node
+            for node, pending in self.node2pending.items()
+            if not pending and not node.shutting_down and node in self.node2collection
+        ]
+        for node in idle[queue.unstarted :]:
+            node.shutdown()
 
     def _take(
         self, node: WorkerController, key: str, batches: dict[WorkerController, list[int]]
