@@ -71,8 +71,11 @@ RUN_EVENT_KINDS = (
 _ARCHIVE_NAME = re.compile(r"(\d{8}T\d{6}Z)(?:-(\d+))?")
 
 
+_RUN_EVENT_PREFIXES = tuple(f"{kind}_" for kind in RUN_EVENT_KINDS)
+
+
 def _is_run_event(name: str) -> bool:
-    return name.endswith(".event") and any(name.startswith(f"{k}_") for k in RUN_EVENT_KINDS)
+    return name.endswith(".event") and name.startswith(_RUN_EVENT_PREFIXES)
 
 
 def _is_own_temporary(name: str) -> bool:
@@ -185,10 +188,10 @@ class MessageBus(WorkerStatusPart, FileLocksPart):
         """The event files in ``events/`` of the kinds a run writes, sorted by name."""
         if not self.events_dir.is_dir():
             return []
-        return sorted(
-            (p for p in self.events_dir.iterdir() if _is_run_event(p.name) and p.is_file()),
-            key=lambda p: p.name,
-        )
+        # scandir: the entry's type comes with the listing, no stat per file.
+        with os.scandir(self.events_dir) as entries:
+            names = sorted(e.name for e in entries if _is_run_event(e.name) and e.is_file())
+        return [self.events_dir / name for name in names]
 
     def prune_runs(self, keep: int) -> list[Path]:
         """Remove the archives in ``runs/`` older than the last ``keep``; returns them.
