@@ -560,7 +560,9 @@ class ReportPlugin:
         """The files changed in each remote copy, by (host, root): workers may share one."""
         remote = remote_plugin(config)
         found: dict[tuple[str, str], list[str]] = {}
-        for worker in remote.remotes.values() if remote is not None else ():
+        workers = remote.remotes.values() if remote is not None else ()
+        # In the order they ended: the last to end in a copy measured it last.
+        for worker in sorted(workers, key=lambda w: w.finished_at):
             if worker.changed_files is not None:
                 found[(worker.host, worker.root)] = worker.changed_files
         self.changes_elsewhere = found

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,9 @@ class RemoteWorker:
     errors: list[str] = field(default_factory=list)
     released_locks: list[str] = field(default_factory=list)
     changed_files: list[str] | None = None
+    #: When its session ended (``time.monotonic()``): of workers sharing one copy, the
+    #: last to end measured it last (idle workers may end before the last nodes do).
+    finished_at: float = 0.0
     announced: bool = False
 
     def describe(self) -> str:
@@ -221,13 +225,15 @@ class RemoteBusPlugin:
         changed = output.get(CHANGED_OUTPUT)
         if remote is not None and isinstance(changed, list):
             remote.changed_files = [str(path) for path in changed]
+            remote.finished_at = time.monotonic()
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         copies: dict[tuple[str, str], list[RemoteWorker]] = {}
         for remote in self.remotes.values():
             copies.setdefault((remote.host, remote.root), []).append(remote)
         for (host, root), workers in sorted(copies.items()):
-            changed = next((w.changed_files for w in workers if w.changed_files), None)
+            last = sorted(workers, key=lambda w: w.finished_at)
+            changed = next((w.changed_files for w in reversed(last) if w.changed_files), None)
             if changed:
                 names = ", ".join(sorted(w.worker for w in workers))
                 terminalreporter.write_line(
