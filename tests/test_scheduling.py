@@ -315,7 +315,8 @@ def test_only_ready_nodes_are_sent_one_per_worker(harness: MakeHarness) -> None:
 def test_idle_workers_beyond_the_nodes_left_to_start_go_early(harness: MakeHarness) -> None:
     """Each node that starts takes one worker: with fewer nodes left to start than idle
     workers, the extra ones can never be needed, and are let go at once (they end their
-    sessions beside the last nodes); the ones that may be needed stay."""
+    sessions beside the last nodes); the ones that may be needed stay. Once nothing is
+    left to start, a worker running its last node is let go too."""
     h = harness([("a", ()), ("b", ("a",)), ("c", ("b",)), ("d", ("a",))], workers=4)
     h.start()
     assert h.running() == {"gw0": "a"}
@@ -329,11 +330,25 @@ def test_idle_workers_beyond_the_nodes_left_to_start_go_early(harness: MakeHarne
     # gw1 and gw2 idle, c still the only one to start: gw2 goes too.
     assert [n.shutting_down for n in h.nodes] == [False, False, True, True]
     h.complete("b")
+    # Nothing left to start: gw0 is told too, and ends once it has run c.
     assert h.running() == {"gw0": "c"}
-    assert [n.shutting_down for n in h.nodes] == [False, True, True, True]
+    assert [n.shutting_down for n in h.nodes] == [True, True, True, True]
     h.complete("c")
     assert h.sched.tests_finished
     assert all(n.shutting_down for n in h.nodes)
+
+
+def test_a_worker_with_queued_nodes_is_kept_for_a_crash_elsewhere(
+    harness: MakeHarness, depth3: int
+) -> None:
+    """Nothing left to start, but gw1 still holds queued nodes: it is not let go, so the
+    queue of a worker that crashes can still go to it."""
+    h = harness([(t, ()) for t in "abcd"], workers=2, steal=True)
+    h.start()
+    assert h.pending() == {"gw0": ["a", "c"], "gw1": ["b", "d"]}
+    assert not any(n.shutting_down for n in h.nodes)
+    h.complete("b")  # gw1 runs its last node, d
+    assert h.node("gw1").shutting_down and not h.node("gw0").shutting_down
 
 
 def test_at_most_max_workers_nodes_in_flight(harness: MakeHarness) -> None:

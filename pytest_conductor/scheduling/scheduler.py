@@ -378,6 +378,14 @@ class DagScheduling:
         ]
         for node in idle[queue.unstarted :]:
             node.shutdown()
+        if queue.unstarted == 0:
+            # Nothing is left to start: a worker running its last node may end as soon as
+            # that node does (an xdist worker runs what it holds before a shutdown), as
+            # LoadScheduling lets workers go once nothing is pending. Not one with queued
+            # nodes: should another worker crash, it may yet take that worker's queue.
+            for node, pending in self.node2pending.items():
+                if len(pending) == 1 and not node.shutting_down:
+                    node.shutdown()
 
     def _take(
         self, node: WorkerController, key: str, batches: dict[WorkerController, list[int]]
