@@ -261,18 +261,26 @@ class ReportPlugin:
 
     # -- each node's outcome, as it becomes known (controller) -----------------------------
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> Generator[None, None, None]:
-        task = self.state.task_id_of(report.nodeid) if self._running else None
-        if task is not None and report.when == "teardown":
+    # Two plain hooks rather than one wrapper: three reports per node, and a wrapper costs
+    # a generator each time.
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not self._running or report.when != "teardown":
+            return
+        task = self.state.task_id_of(report.nodeid)
+        if task is not None:
             # Before junitxml reads them: reports made without an item (the xdist
             # scheduler's blocked nodes) get the properties here.
             keys = {key for key, _ in report.user_properties}
             if keys.isdisjoint(("name", "attempts")):
                 set_properties(report.user_properties, self._properties(self.nodes[task]))
-        yield
+
+    # (pytest registers only methods named pytest_*; specname says which hook.)
+    @pytest.hookimpl(trylast=True, specname="pytest_runtest_logreport")
+    def pytest_runtest_logreport_last(self, report: pytest.TestReport) -> None:
+        # After the other implementations, so TrackPlugin has recorded the outcome.
+        task = self.state.task_id_of(report.nodeid) if self._running else None
         if task is not None:
-            # After every other implementation, so TrackPlugin has recorded the outcome.
             self._node_report(task, report)
 
     def _node_report(self, task: str, report: pytest.TestReport) -> None:

@@ -285,18 +285,8 @@ class RemoteBusPlugin:
         prepare_local_bus(bus_dir, str(workerinput["testrunuid"]), str(workerinput[_BUS]))
         self.link = WorkerLink(channel, bus_dir)
         self.link.start()
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(
-        self, item: pytest.Item, call: pytest.CallInfo[None]
-    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        report = yield
-        if self.link is not None:
-            # Before the report leaves the worker: the controller then has every line the
-            # agent posted when it posts the node's own event.
-            with contextlib.suppress(OSError, EOFError, BusError, BusLockTimeout):
-                self.link.flush()
-        return report
+        # Only here: a hook wrapper on every report costs every other run too.
+        config.pluginmanager.register(_FlushBeforeReports(self), "conductor-remote-flush")
 
     @pytest.hookimpl(tryfirst=True)  # before xdist tells the controller this worker finished
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -310,6 +300,26 @@ class RemoteBusPlugin:
         if self.link is not None:
             self.link.stop()
             self.link = None
+
+
+class _FlushBeforeReports:
+    """Registered on a forwarding worker only (see RemoteBusPlugin.pytest_configure)."""
+
+    def __init__(self, plugin: RemoteBusPlugin) -> None:
+        self.plugin = plugin
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        link = self.plugin.link
+        if link is not None:
+            # Before the report leaves the worker: the controller then has every line the
+            # agent posted when it posts the node's own event.
+            with contextlib.suppress(OSError, EOFError, BusError, BusLockTimeout):
+                link.flush()
+        return report
 
 
 #: Key of ``config.workeroutput`` holding the files a forwarded worker's run changed.
