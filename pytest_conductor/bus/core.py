@@ -49,7 +49,6 @@ from pytest_conductor.bus._model import (
 )
 from pytest_conductor.bus.locks import FileLocksPart
 from pytest_conductor.bus.workers import WorkerStatusPart
-from pytest_conductor.util.swap import exchange
 from pytest_conductor.util.timestamps import format_iso
 
 __all__ = ["ROTATED_NAMES", "RUN_EVENT_KINDS", "MessageBus"]
@@ -76,11 +75,6 @@ _RUN_EVENT_PREFIXES = tuple(f"{kind}_" for kind in RUN_EVENT_KINDS)
 
 def _is_run_event(name: str) -> bool:
     return name.endswith(".event") and name.startswith(_RUN_EVENT_PREFIXES)
-
-
-def _is_own_temporary(name: str) -> bool:
-    """A temporary file of an atomic write that never finished (its writer was killed)."""
-    return name.startswith(".") and name.endswith(".tmp")
 
 
 class MessageBus(WorkerStatusPart, FileLocksPart):
@@ -140,49 +134,13 @@ class MessageBus(WorkerStatusPart, FileLocksPart):
                 for name in movable:
                     (self.path / name).replace(archive / name)
                 if events:
-                    self._archive_events(archive / EVENTS, events)
+                    (archive / EVENTS).mkdir()
+                    for event in events:
+                        event.replace(archive / EVENTS / event.name)
         self.init()
         if keep > 0:
             self.prune_runs(keep)
         return archive
-
-    def _archive_events(self, target: Path, events: list[Path]) -> None:
-        """Move ``events`` (this folder's run events) to ``target``; nothing else moves.
-
-        Where the system can swap two folders at once (:mod:`pytest_conductor.util.swap`),
-        a new folder takes the place of ``events/`` and the old one becomes ``target``:
-        a folder that held many files makes every file created in it later slower, and
-        each run creates one per node. The other entries (another tool's events) are
-        hard-linked into the new folder first, so a reader looking by path never misses
-        one, nor the folder (a listing begun in the old folder just before the swap may
-        not show them; the next one does). Otherwise, or with anything there that cannot
-        be linked, file by file.
-        """
-        run = {event.name for event in events}
-        others = [
-            entry
-            for entry in self.events_dir.iterdir()
-            if entry.name not in run and not _is_own_temporary(entry.name)
-        ]
-        if all(entry.is_file() and not entry.is_symlink() for entry in others):
-            fresh = self.path / f".{EVENTS}.{os.getpid()}.new"
-            shutil.rmtree(fresh, ignore_errors=True)  # left by a rotation that was killed
-            fresh.mkdir()
-            try:
-                for entry in others:
-                    os.link(entry, fresh / entry.name, follow_symlinks=False)
-                swapped = exchange(fresh, self.events_dir)
-            except OSError:
-                swapped = False
-            if swapped:
-                for entry in others:  # `fresh` names the old folder now
-                    (fresh / entry.name).unlink()
-                fresh.replace(target)
-                return
-            shutil.rmtree(fresh, ignore_errors=True)  # the links only: nothing was swapped
-        target.mkdir()
-        for event in events:
-            event.replace(target / event.name)
 
     def _run_events(self) -> list[Path]:
         """The event files in ``events/`` of the kinds a run writes, sorted by name."""
