@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +23,26 @@ import yaml  # noqa: F401
 import pytest_conductor.plan.reader  # noqa: F401
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+# Commits that work on any machine, whatever its git configuration.
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.com",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.com",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run git in ``repo`` with :data:`GIT_ENV` (and ``repo`` as HOME); its stdout."""
+    env = {**os.environ, **GIT_ENV, "HOME": str(repo)}
+    done = subprocess.run(
+        ["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout
+
 
 PlanWriter = Callable[..., Path]
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import render_plan
+from tests.conftest import GIT_ENV, git, needs_git, render_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 CI = ROOT / "examples" / "ci"
@@ -30,15 +30,6 @@ GITHUB_SINGLE = CI / "github" / "conductor-single-job.yml"
 GITLAB = CI / "gitlab" / ".gitlab-ci.yml"
 GENERIC = CI / "run-tracks.sh"
 EXAMPLES = (GITHUB_MATRIX, GITHUB_SINGLE, GITLAB, GENERIC)
-
-needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@example.com",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@example.com",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -97,14 +88,6 @@ def test_every_example_keeps_the_run_files_and_publishes_junit() -> None:
 
 
 # -- the scripts, run for real --------------------------------------------------------------
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {**os.environ, **GIT_ENV, "HOME": str(repo)}
-    done = subprocess.run(
-        ["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True
-    )
-    return done.stdout
 
 
 def _track(root: Path, track: str, source: str, pattern: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
@@ -16,17 +15,7 @@ from hypothesis import strategies as st
 
 from pytest_conductor.cli.main import main
 from pytest_conductor.cli.tracks import TrackInfo, touched_tracks
-from tests.conftest import render_plan
-
-needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
-
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@example.com",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@example.com",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
+from tests.conftest import git, needs_git, render_plan
 
 
 def conductor_bus(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -48,14 +37,6 @@ def listed(root: Path, *args: str) -> list[str]:
     done = conductor_bus(root, "--ids", *args)
     assert done.returncode == 0, done.stderr
     return done.stdout.split()
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {**os.environ, **GIT_ENV, "HOME": str(repo)}
-    done = subprocess.run(
-        ["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True
-    )
-    return done.stdout
 
 
 def dag(*nodes: tuple[str, list[str]]) -> str:
