@@ -183,25 +183,49 @@ def critical_path(deps: Deps, weights: Mapping[str, float]) -> list[str]:
     return path
 
 
+class _ReadyByPriority:
+    """Kahn's algorithm with the ready nodes ordered by :func:`longest_remaining`, greatest
+    first (ties: plan order): what :func:`priority_order` and :func:`simulate` share."""
+
+    def __init__(self, deps: Deps, weights: Mapping[str, float]) -> None:
+        known = _known_deps(deps)
+        self._remaining = longest_remaining(known, weights)
+        #: Each node's place in plan order.
+        self.position = {node: i for i, node in enumerate(known)}
+        self._nodes = list(known)
+        self._users = _dependents_of(known)
+        self._waiting = {node: len(ds) for node, ds in known.items()}
+        self._ready = [
+            (-self._remaining[n], self.position[n])
+            for n, count in self._waiting.items()
+            if not count
+        ]
+        heapq.heapify(self._ready)
+
+    def __bool__(self) -> bool:
+        return bool(self._ready)
+
+    def pop(self) -> str:
+        """The best ready node (there must be one)."""
+        return self._nodes[heapq.heappop(self._ready)[1]]
+
+    def finish(self, node: str) -> None:
+        """``node`` is done: its dependents with nothing else to wait for become ready."""
+        for user in self._users[node]:
+            self._waiting[user] -= 1
+            if self._waiting[user] == 0:
+                heapq.heappush(self._ready, (-self._remaining[user], self.position[user]))
+
+
 def priority_order(deps: Deps, weights: Mapping[str, float]) -> list[str]:
     """The order one worker would run the nodes: among the ready nodes, always the one
     with the greatest :func:`longest_remaining` (ties: plan order). A topological order."""
-    known = _known_deps(deps)
-    remaining = longest_remaining(known, weights)
-    index = {node: i for i, node in enumerate(known)}
-    nodes = list(known)
-    users = _dependents_of(known)
-    waiting = {node: len(ds) for node, ds in known.items()}
-    ready = [(-remaining[n], index[n]) for n, count in waiting.items() if count == 0]
-    heapq.heapify(ready)
+    ready = _ReadyByPriority(deps, weights)
     order: list[str] = []
     while ready:
-        node = nodes[heapq.heappop(ready)[1]]
+        node = ready.pop()
         order.append(node)
-        for user in users[node]:
-            waiting[user] -= 1
-            if waiting[user] == 0:
-                heapq.heappush(ready, (-remaining[user], index[user]))
+        ready.finish(node)
     return order
 
 
@@ -272,27 +296,17 @@ def simulate(deps: Deps, weights: Mapping[str, float], workers: int) -> float:
     the greatest longest remaining path. For documentation and benchmarks."""
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    known = _known_deps(deps)
-    remaining = longest_remaining(known, weights)
-    index = {node: i for i, node in enumerate(known)}
-    nodes = list(known)
-    users = _dependents_of(known)
-    waiting = {node: len(ds) for node, ds in known.items()}
-    ready = [(-remaining[n], index[n]) for n, count in waiting.items() if count == 0]
-    heapq.heapify(ready)
-    running: list[tuple[float, int]] = []  # (finish time, plan index)
+    ready = _ReadyByPriority(deps, weights)
+    running: list[tuple[float, int, str]] = []  # (finish time, plan position, node)
     now = 0.0
     while ready or running:
         while ready and len(running) < workers:
-            i = heapq.heappop(ready)[1]
-            heapq.heappush(running, (now + _weight(weights, nodes[i]), i))
-        now, i = heapq.heappop(running)
-        finished = [i]
+            node = ready.pop()
+            heapq.heappush(running, (now + _weight(weights, node), ready.position[node], node))
+        now, _, node = heapq.heappop(running)
+        finished = [node]
         while running and running[0][0] == now:
-            finished.append(heapq.heappop(running)[1])
-        for i in finished:
-            for user in users[nodes[i]]:
-                waiting[user] -= 1
-                if waiting[user] == 0:
-                    heapq.heappush(ready, (-remaining[user], index[user]))
+            finished.append(heapq.heappop(running)[2])
+        for node in finished:
+            ready.finish(node)
     return now
