@@ -186,9 +186,14 @@ def _dirty_paths(toplevel: Path) -> list[str] | None:
     return [entry[3:] for entry in split_z(out) if len(entry) > 3]
 
 
-def take_snapshot(root: Path, exclude: Iterable[Path] = ()) -> TreeSnapshot | None:
-    """The work tree's state now, or None when ``root`` is not inside a git work tree."""
-    toplevel = git_toplevel(root)
+def take_snapshot(
+    root: Path, exclude: Iterable[Path] = (), *, toplevel: Path | None = None
+) -> TreeSnapshot | None:
+    """The work tree's state now, or None when ``root`` is not inside a git work tree.
+
+    ``toplevel``: the work tree's top, when the caller found it already (one git call).
+    """
+    toplevel = toplevel or git_toplevel(root)
     if toplevel is None:
         return None
     dirty_paths = _dirty_paths(toplevel)

@@ -174,7 +174,9 @@ class ReportPlugin:
             self.bus.rotate(keep=self.state.settings.keep_runs)
         self._extra_outputs = _pytest_outputs(config)
         if self._toplevel is not None:  # else not in a git work tree: nothing to measure
-            self.snapshot = take_snapshot(self.state.settings.root, self._not_counted(config))
+            self.snapshot = take_snapshot(
+                self.state.settings.root, self._not_counted(config), toplevel=self._toplevel
+            )
         # An orchestrator polling metadata.json now sees a dispatcher at work.
         self._refresh_metadata(wait=_START_LOCK_WAIT)
 
