@@ -361,6 +361,11 @@ class DagScheduling:
         for node, items in batches.items():
             node.send_runtest_some(items)
             self.messages += 1
+        self._let_workers_go(queue)
+
+    def _let_workers_go(self, queue: DagQueue) -> None:
+        """Shut down the workers no node can need any more (busy ones end after what
+        they hold: an xdist worker runs its queue before a shutdown)."""
         if queue.done or queue.stopped:
             # Nothing more will be sent: idle workers may go (busy ones finish first).
             for node, pending in self.node2pending.items():
@@ -380,9 +385,9 @@ class DagScheduling:
             node.shutdown()
         if queue.unstarted == 0:
             # Nothing is left to start: a worker running its last node may end as soon as
-            # that node does (an xdist worker runs what it holds before a shutdown), as
-            # LoadScheduling lets workers go once nothing is pending. Not one with queued
-            # nodes: should another worker crash, it may yet take that worker's queue.
+            # that node does, as LoadScheduling lets workers go once nothing is pending.
+            # Not one with queued nodes: should another worker crash, it may yet take that
+            # worker's queue.
             for node, pending in self.node2pending.items():
                 if len(pending) == 1 and not node.shutting_down:
                     node.shutdown()
