@@ -556,12 +556,11 @@ class ReportPlugin:
 
     def _elsewhere(self, config: pytest.Config) -> tuple[dict[str, object], ...]:
         remote = remote_plugin(config)
-        workers = remote.remotes.values() if remote is not None else ()
         return tuple(
             {
                 "host": host,
                 "root": root,
-                "workers": sorted(w.worker for w in workers if (w.host, w.root) == (host, root)),
+                "workers": remote.workers_in(host, root) if remote is not None else [],
                 "files_changed": len(files),
             }
             for (host, root), files in sorted(self.changes_elsewhere.items())
@@ -570,14 +569,8 @@ class ReportPlugin:
     def _changes_elsewhere(self, config: pytest.Config) -> dict[tuple[str, str], list[str]]:
         """The files changed in each remote copy, by (host, root): workers may share one."""
         remote = remote_plugin(config)
-        found: dict[tuple[str, str], list[str]] = {}
-        workers = remote.remotes.values() if remote is not None else ()
-        # In the order they ended: the last to end in a copy measured it last.
-        for worker in sorted(workers, key=lambda w: w.finished_at):
-            if worker.changed_files is not None:
-                found[(worker.host, worker.root)] = worker.changed_files
-        self.changes_elsewhere = found
-        return found
+        self.changes_elsewhere = remote.changed_by_copy() if remote is not None else {}
+        return self.changes_elsewhere
 
     def _write_graph(self, statuses: dict[str, str] | None) -> None:
         state = self.state

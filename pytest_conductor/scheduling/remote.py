@@ -227,15 +227,23 @@ class RemoteBusPlugin:
             remote.changed_files = [str(path) for path in changed]
             remote.finished_at = time.monotonic()
 
+    def changed_by_copy(self) -> dict[tuple[str, str], list[str]]:
+        """The files changed in each remote copy, by (host, root); workers may share one,
+        and the last of them to end measured it last."""
+        found: dict[tuple[str, str], list[str]] = {}
+        for worker in sorted(self.remotes.values(), key=lambda w: w.finished_at):
+            if worker.changed_files is not None:
+                found[(worker.host, worker.root)] = worker.changed_files
+        return found
+
+    def workers_in(self, host: str, root: str) -> list[str]:
+        """The ids of the remote workers that used the copy in ``root`` on ``host``."""
+        return sorted(w.worker for w in self.remotes.values() if (w.host, w.root) == (host, root))
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        copies: dict[tuple[str, str], list[RemoteWorker]] = {}
-        for remote in self.remotes.values():
-            copies.setdefault((remote.host, remote.root), []).append(remote)
-        for (host, root), workers in sorted(copies.items()):
-            last = sorted(workers, key=lambda w: w.finished_at)
-            changed = next((w.changed_files for w in reversed(last) if w.changed_files), None)
+        for (host, root), changed in sorted(self.changed_by_copy().items()):
             if changed:
-                names = ", ".join(sorted(w.worker for w in workers))
+                names = ", ".join(self.workers_in(host, root))
                 terminalreporter.write_line(
                     f"conductor: {len(changed)} file(s) changed in the copy on {host} in "
                     f"{root} (workers {names}); they stay there: {', '.join(changed[:10])}"
