@@ -228,7 +228,11 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_conductor.track import workspace
     from pytest_conductor.track.loading import load_history
     from pytest_conductor.track.plugin import TrackPlugin
+    from pytest_conductor.util.shutdown import skip_final_collection
 
+    # Every process of the run (controller, xdist worker, in-process run) exits faster;
+    # the controller waits for its workers to exit before its summary.
+    skip_final_collection()
     load_history(getattr(config, "cache", None), state)  # absent: -p no:cacheprovider
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         # No paths on the command line: run only the track, not the user's whole test suite.
