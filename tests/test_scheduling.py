@@ -549,8 +549,9 @@ def test_finish_session_reports_what_xdist_left_undispatched(harness: MakeHarnes
 
 @pytest.fixture
 def depth3(monkeypatch: pytest.MonkeyPatch) -> int:
-    """Pin the queue depth, so these tests read the same whatever the constant is."""
+    """Pin the queue depth, so these tests read the same whatever the constants are."""
     monkeypatch.setattr(scheduler, "QUEUE_DEPTH", 3)
+    monkeypatch.setattr(scheduler, "QUEUE_DEPTH_MAX", 3)
     return 3
 
 
@@ -586,6 +587,7 @@ def test_a_worker_holds_at_most_queue_depth_queued_nodes(
     harness: MakeHarness, monkeypatch: pytest.MonkeyPatch, depth: int
 ) -> None:
     monkeypatch.setattr(scheduler, "QUEUE_DEPTH", depth)
+    monkeypatch.setattr(scheduler, "QUEUE_DEPTH_MAX", depth)
     h = harness([(f"n{i:02d}", ()) for i in range(30)], workers=3, steal=True)
     h.start()
     assert [len(p) for p in h.pending().values()] == [1 + depth] * 3
@@ -602,6 +604,47 @@ def test_a_worker_holds_at_most_queue_depth_queued_nodes(
     messages = [m for node in h.nodes for m in node.messages]
     assert max(len(m) for m in messages) == 1 + depth
     assert len(messages) == h.sched.messages < 30
+
+
+@pytest.mark.parametrize(
+    ("ready", "workers", "depth"),
+    [
+        (0, 5, 3),
+        (29, 5, 3),
+        (30, 5, 3),
+        (60, 5, 6),
+        (159, 5, 15),
+        (300, 5, 16),
+        (10**6, 5, 16),
+        (40, 1, 16),
+        (40, 0, 16),
+    ],
+)
+def test_queues_grow_only_while_the_ready_backlog_is_deep(
+    ready: int, workers: int, depth: int
+) -> None:
+    assert scheduler.queue_depth(ready, workers) == depth
+
+
+def test_a_deep_backlog_fills_deeper_queues_and_they_shrink_with_it(
+    harness: MakeHarness,
+) -> None:
+    h = harness([(f"n{i:03d}", ()) for i in range(200)], workers=2, steal=True)
+    h.start()
+    # 198 ready after each worker took its first node: far more than 2 x 2 x 16.
+    assert [len(p) for p in h.pending().values()] == [1 + scheduler.QUEUE_DEPTH_MAX] * 2
+    while not h.sched.tests_finished:
+        for gid in ("gw0", "gw1"):
+            running = h.running()
+            if gid in running:
+                h.complete(running[gid])
+            assert all(len(p) <= 1 + scheduler.QUEUE_DEPTH_MAX for p in h.pending().values())
+    sent = sorted(i for node in h.nodes for i in node.sent)
+    assert sent == list(range(200))  # each node sent once
+    last = [node.messages[-1] for node in h.nodes]
+    # The backlog ran low: the last top-ups are back to the usual depth.
+    assert all(len(m) <= scheduler.QUEUE_DEPTH for m in last)
+    assert h.sched.messages < 200 / scheduler.QUEUE_DEPTH
 
 
 def test_without_steal_nothing_is_queued(harness: MakeHarness, depth3: int) -> None:

@@ -159,6 +159,11 @@ class DagQueue:
     def state(self, key: str) -> str:
         return self._state[key]
 
+    @property
+    def ready_count(self) -> int:
+        """How many nodes are ready (whether or not their resources are free)."""
+        return len(self._ready)
+
     def ready_nodes(self) -> list[str]:
         """Ready nodes, best first (longest remaining path, then plan order)."""
         return [key for _, key in self._ready]
