@@ -28,6 +28,7 @@ __all__ = [
     "pytest_cmdline_main",
     "pytest_configure",
     "pytest_load_initial_conftests",
+    "pytest_runtestloop",
     "pytest_sessionstart",
 ]
 
@@ -157,6 +158,16 @@ def pytest_sessionstart(session: pytest.Session) -> Generator[None, None, None]:
             os.environ[WORKERS_OF] = before
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    # Set up: the plan, the state and (on workers and in-process) every item exist now and
+    # live as long as the process. Full collections during the run skip them.
+    if get_state(session.config) is not None:
+        from pytest_conductor.util.garbage import freeze_long_lived
+
+        freeze_long_lived()
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object]:
     # Runs before xdist's own cmdline_main turns -n into --tx, so a bad plan fails fast and
@@ -228,7 +239,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_conductor.track import workspace
     from pytest_conductor.track.loading import load_history
     from pytest_conductor.track.plugin import TrackPlugin
-    from pytest_conductor.util.shutdown import skip_final_collection
+    from pytest_conductor.util.garbage import skip_final_collection
 
     # Every process of the run (controller, xdist worker, in-process run) exits faster;
     # the controller waits for its workers to exit before its summary.
