@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pytest_conductor.plan.reader import Plan
     from pytest_conductor.settings import Settings
     from pytest_conductor.state import ConductorState
+    from pytest_conductor.util.garbage import CollectorHold
 
 __all__ = [
     "pytest_addhooks",
@@ -42,6 +43,8 @@ WORKERS_OF = "PYTEST_CONDUCTOR_WORKERS_OF"
 #: The plan read before pytest parsed the command line (to choose the worker count), with
 #: the settings it was read for: read once, not again when the run's state is built.
 _EARLY_PLAN = pytest.StashKey[tuple["Settings", "Plan"]]()
+#: The garbage collector held off the run's set-up (see util/garbage.py).
+_COLLECTOR: pytest.StashKey[CollectorHold] = pytest.StashKey()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -106,8 +109,25 @@ def pytest_load_initial_conftests(
     # A wrapper runs before every plain implementation, so plugins that pick an xdist or a
     # single-process mode here (pytest-cov does) already see the worker count the run will
     # use; pytest_cmdline_main sets the same count again on the fully parsed options.
+    _hold_collector(early_config)
     _choose_workers_early(early_config)
     return (yield)
+
+
+def _hold_collector(config: pytest.Config) -> None:
+    """Keep the garbage collector off the run's set-up (see util/garbage.py).
+
+    The release is registered now, before any plugin's ``pytest_configure``, so that it
+    runs after their cleanups (last in, first out): pytest's own collections at the end
+    of a session still skip what set-up built.
+    """
+    if not getattr(config.known_args_namespace, "conductor_track", None):
+        return
+    from pytest_conductor.util.garbage import CollectorHold
+
+    hold = CollectorHold()
+    config.stash[_COLLECTOR] = hold
+    config.add_cleanup(hold.release)
 
 
 def _choose_workers_early(config: pytest.Config) -> None:
@@ -162,10 +182,9 @@ def pytest_sessionstart(session: pytest.Session) -> Generator[None, None, None]:
 def pytest_runtestloop(session: pytest.Session) -> None:
     # Set up: the plan, the state and (on workers and in-process) every item exist now and
     # live as long as the process. Full collections during the run skip them.
-    if get_state(session.config) is not None:
-        from pytest_conductor.util.garbage import freeze_long_lived
-
-        freeze_long_lived()
+    hold = session.config.stash.get(_COLLECTOR, None)
+    if hold is not None:
+        hold.set_up()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -42,6 +42,10 @@ class ConductorState:
     notes: dict[str, list[str]] = field(default_factory=dict)
     # Why the commits plan.md names cannot be checked (no git, no repository), or None.
     git_problem: str | None = None
+    # task_id_of's answers: every hook of every report asks it again for the same item.
+    _task_ids: dict[str, str | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def dispatches(self, task_id: str) -> bool:
         """Whether an agent runs for the node in this run (it has a command template and
@@ -75,10 +79,14 @@ class ConductorState:
 
     def task_id_of(self, nodeid: str) -> str | None:
         """The plan node an item id stands for, or None for the user's own tests."""
+        try:
+            return self._task_ids[nodeid]
+        except KeyError:
+            pass
         path, sep, name = nodeid.rpartition("::")
-        if sep and path.endswith("plan.md") and name in self.criteria:
-            return name
-        return None
+        task = name if sep and path.endswith("plan.md") and name in self.criteria else None
+        self._task_ids[nodeid] = task
+        return task
 
 
 STATE_KEY = pytest.StashKey[ConductorState]()

@@ -1,8 +1,10 @@
 """The processes of a run keep the cyclic garbage collector off their long-lived objects:
-frozen once the run is set up, and everything frozen at exit."""
+off during set-up, what set-up built frozen for the run, everything frozen at exit; and
+the collector given back as it was when the run ends."""
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import textwrap
@@ -20,12 +22,15 @@ import atexit, gc, os
 from pathlib import Path
 
 seen = {}
+who = ["controller"]  # not PYTEST_XDIST_WORKER: an outer xdist run sets it for us too
 
-def _who():
-    return os.environ.get("PYTEST_XDIST_WORKER", "controller")
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):
+        who[0] = config.workerinput["workerid"]
 
 def pytest_runtest_logreport(report):
     seen.setdefault("running", gc.get_freeze_count())
+    seen.setdefault("enabled", int(gc.isenabled()))
 
 def pytest_unconfigure(config):
     seen["after"] = gc.get_freeze_count()
@@ -33,7 +38,7 @@ def pytest_unconfigure(config):
 def _probe():
     seen["exit"] = gc.get_freeze_count()
     text = " ".join(f"{k}={v}" for k, v in sorted(seen.items()))
-    Path(os.environ["PROBE_DIR"], _who() + ".txt").write_text(text)
+    Path(os.environ["PROBE_DIR"], who[0] + ".txt").write_text(text)
 
 atexit.register(_probe)
 """
@@ -43,8 +48,19 @@ def _seen(text: str) -> dict[str, int]:
     return {k: int(v) for k, v in (part.split("=") for part in text.split())}
 
 
+def _run(code: str) -> list[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return result.stdout.splitlines()
+
+
 def test_objects_are_frozen_after_the_atexit_handlers_registered_later() -> None:
-    code = textwrap.dedent(
+    lines = _run(
         """
         import atexit, gc
         from pytest_conductor.util.garbage import skip_final_collection
@@ -55,34 +71,72 @@ def test_objects_are_frozen_after_the_atexit_handlers_registered_later() -> None
         print("before:", gc.get_freeze_count())
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert result.stdout.splitlines() == ["before: 0", "at exit: True"]
+    assert lines == ["before: 0", "at exit: True"]
 
 
-def test_freezing_keeps_later_objects_collectable() -> None:
-    code = textwrap.dedent(
+def test_the_hold_keeps_the_collector_off_set_up_then_off_what_it_built() -> None:
+    lines = _run(
         """
         import gc, weakref
-        from pytest_conductor.util.garbage import freeze_long_lived
+        from pytest_conductor.util.garbage import CollectorHold
 
         class Cycle:
             pass
 
-        freeze_long_lived()
+        hold = CollectorHold()
+        print("setting up:", gc.isenabled(), gc.get_freeze_count() == 0)
+        hold.set_up()
+        hold.set_up()  # once
+        print("running:", gc.isenabled(), gc.get_freeze_count() > 0)
         later = Cycle()
         later.me = later
         gone = weakref.ref(later)
         del later
         gc.collect()
-        print("collected:", gone() is None)
+        print("made later, collected:", gone() is None)
+        hold.release()
+        hold.release()  # once
+        print("released:", gc.isenabled(), gc.get_freeze_count())
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    assert lines == [
+        "setting up: False True",
+        "running: True True",
+        "made later, collected: True",
+        "released: True 0",
+    ]
+
+
+def test_a_run_that_never_set_up_still_gives_the_collector_back() -> None:
+    lines = _run(
+        """
+        import gc
+        from pytest_conductor.util.garbage import CollectorHold
+
+        hold = CollectorHold()
+        hold.release()
+        hold.set_up()  # too late: nothing frozen, nothing turned on twice
+        print(gc.isenabled(), gc.get_freeze_count())
+        """
     )
-    assert result.stdout.splitlines() == ["collected: True"]
+    assert lines == ["True 0"]
+
+
+def test_a_collector_the_program_turned_off_stays_off() -> None:
+    lines = _run(
+        """
+        import gc
+        from pytest_conductor.util.garbage import CollectorHold
+
+        gc.disable()
+        hold = CollectorHold()
+        hold.set_up()
+        print("running:", gc.isenabled())
+        hold.release()
+        print("released:", gc.isenabled())
+        """
+    )
+    assert lines == ["running: False", "released: False"]
 
 
 @pytest.mark.slow
@@ -102,6 +156,7 @@ def test_the_controller_and_its_workers_freeze_what_lives_long(
     for name in who:
         seen = _seen((pytester.path / f"{name}.txt").read_text())
         assert seen["running"] > 0, name  # frozen before the first node ran
+        assert seen["enabled"] == 1, name  # and the collector back on for the run
         assert seen["exit"] > seen["after"], name  # and all that came later, at exit
 
 
@@ -115,6 +170,21 @@ def test_a_run_without_a_track_leaves_the_collector_alone(
     result.assert_outcomes(passed=1)
     assert _seen((pytester.path / "controller.txt").read_text()) == {
         "after": 0,
+        "enabled": 1,
         "exit": 0,
         "running": 0,
     }
+
+
+@pytest.mark.parametrize(
+    "args", [("--conductor-track=t",), ("--conductor-track=nosuch",)], ids=["ran", "usage-error"]
+)
+def test_a_run_in_process_leaves_the_collector_as_it_was(
+    pytester: pytest.Pytester, write_plan: PlanWriter, args: tuple[str, ...]
+) -> None:
+    write_plan("dag:\n  nodes:\n    - {id: a}\n")
+    assert gc.isenabled()
+    before = gc.get_freeze_count()
+    pytester.runpytest(*args, "-n", "0", "-p", "no:randomly")
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == before

@@ -7,6 +7,7 @@ Pure logic: nothing here knows about pytest. Killing the command's process group
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import subprocess
 import threading
@@ -61,6 +62,7 @@ def command_env(base: Mapping[str, str] | None, extra: object) -> dict[str, str]
     return env
 
 
+@functools.lru_cache(maxsize=8)  # asked once per node; a registry only knows its folder
 def command_registry(bus_dir: Path) -> GroupRegistry:
     return GroupRegistry(bus_dir / COMMANDS_DIR)
 
