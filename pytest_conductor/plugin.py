@@ -136,7 +136,6 @@ def _choose_workers_early(config: pytest.Config) -> None:
     namespace = config.known_args_namespace
     if not getattr(namespace, "conductor_track", None):
         return
-    from pytest_conductor.graph.algorithms import width
     from pytest_conductor.plan.reader import PlanError
     from pytest_conductor.scheduling.xdist_hooks import choose_worker_count
     from pytest_conductor.track.loading import TrackError, find_track
@@ -149,7 +148,7 @@ def _choose_workers_early(config: pytest.Config) -> None:
     except (pytest.UsageError, TrackError, PlanError, OSError):
         return  # pytest_cmdline_main reports it, as one usage error
     config.stash[_EARLY_PLAN] = (settings, plan)
-    choose_worker_count(config, settings.max_workers, width(plan.deps), option=namespace)
+    choose_worker_count(config, settings.max_workers, plan.width, option=namespace)
 
 
 def _started_as_worker() -> bool:
@@ -195,11 +194,10 @@ def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object
     if state is not None and not hasattr(config, "workerinput"):
         _check_paths(config)
     if state is not None and config.pluginmanager.hasplugin("xdist"):
-        from pytest_conductor.graph.algorithms import width
         from pytest_conductor.scheduling.xdist_hooks import choose_worker_count
 
         asked = getattr(config.option, "numprocesses", None)
-        warning = choose_worker_count(config, state.settings.max_workers, width(state.plan.deps))
+        warning = choose_worker_count(config, state.settings.max_workers, state.plan.width)
         if warning is not None:
             _warn_at_option(config, warning, f"-n {asked}")
     # xdist workers run this hook too: the run lock is the controller's.

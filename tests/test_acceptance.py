@@ -22,6 +22,7 @@ from pytest_conductor.acceptance import (
     parse_criteria,
 )
 from pytest_conductor.acceptance.checks import failure_headline
+from pytest_conductor.acceptance.paths import exists_inside
 
 KNOWN = "known kinds: contains, event, exists, pytest, run, (plus prose strings)"
 
@@ -368,6 +369,27 @@ def test_exists_refuses_symlink_outside(tmp_path: Path) -> None:
         result = run_check(raw, tmp_path)
         assert not result.passed
         assert result.seen.startswith("outside the project root: ")
+
+
+def test_exists_inside_answers_where_and_whether_in_one_walk(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.py").write_text("")
+    (tmp_path / "etc").symlink_to("/etc")
+    (tmp_path / "alias").symlink_to(tmp_path / "src")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    cases = {
+        "src/a.py": True,
+        "src": True,
+        "src/b.py": False,
+        "nosuch/a.py": False,
+        "src/a.py/below": False,  # a file on the way
+        "alias/a.py": True,  # a link that stays inside
+        "alias/b.py": False,
+        "dangling": False,
+        "etc/passwd": None,  # a link out of the root
+        "etc/nosuch": None,
+    }
+    assert {path: exists_inside(tmp_path, path) for path in cases} == cases
 
 
 # --------------------------------------------------------------------------- contains

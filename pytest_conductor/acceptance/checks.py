@@ -16,7 +16,13 @@ from pathlib import Path
 
 from pytest_conductor.acceptance.commands import command_env, run_command
 from pytest_conductor.acceptance.criteria import PROSE, Criterion, command_argv, exists_paths
-from pytest_conductor.acceptance.paths import GLOB_CHARS, glob_inside, inside_root, lexical_escape
+from pytest_conductor.acceptance.paths import (
+    GLOB_CHARS,
+    exists_inside,
+    glob_inside,
+    inside_root,
+    lexical_escape,
+)
 from pytest_conductor.acceptance.search import search_file
 from pytest_conductor.plan.durations import format_duration, parse_duration
 from pytest_conductor.util.nested import NESTED_ENV
@@ -191,10 +197,12 @@ def _check_exists(criterion: Criterion, ctx: CheckContext) -> CheckResult:
                 missing.append(f"{path} (no match)")
             elif not found:
                 outside.append(path)
-        elif not inside_root(ctx.root, path):
-            outside.append(path)
-        elif not (ctx.root / path).exists():
-            missing.append(path)
+        else:
+            found = exists_inside(ctx.root, path)
+            if found is None:
+                outside.append(path)
+            elif not found:
+                missing.append(path)
     expected = "inside the project root: " + ", ".join(paths)
     problems = []
     if missing:

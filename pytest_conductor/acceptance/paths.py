@@ -9,9 +9,10 @@ from __future__ import annotations
 import functools
 import os
 import re
+import stat
 from pathlib import Path
 
-__all__ = ["GLOB_CHARS", "glob_inside", "inside_root", "lexical_escape"]
+__all__ = ["GLOB_CHARS", "exists_inside", "glob_inside", "inside_root", "lexical_escape"]
 
 GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -46,6 +47,35 @@ def inside_root(root: Path, path: str | Path) -> bool:
     except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
         return False
     return real == real_root or real.is_relative_to(real_root)
+
+
+def exists_inside(root: Path, path: str) -> bool | None:
+    """Whether ``root/path`` exists, or None when it resolves outside ``root``.
+
+    What :func:`inside_root` and an ``exists()`` would say together, with one ``lstat``
+    per component of ``path`` and no more (the ``exists`` check of every node).
+    """
+    parts = _plain_parts(path)
+    if parts is not None:
+        try:
+            current = os.fspath(_real_root(root))
+        except (OSError, RuntimeError):
+            return None
+        for part in parts:
+            current = os.path.join(current, part)
+            try:
+                mode = os.lstat(current).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                return False  # no link on the way: inside, and not there
+            except OSError:
+                break
+            if stat.S_ISLNK(mode):
+                break
+        else:
+            return True
+    if not inside_root(root, path):
+        return None
+    return (root / path).exists()
 
 
 @functools.lru_cache(maxsize=4096)

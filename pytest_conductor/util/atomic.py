@@ -8,6 +8,7 @@ old one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 from pathlib import Path
@@ -24,13 +25,10 @@ def atomic_write(path: Path | str, data: bytes, *, durable: bool = True) -> None
     The temporary name starts with a dot and ends in ``.tmp`` so that nobody polling for
     ``*.event`` or ``*.json`` names ever picks it up.
     """
-    # Plain os calls rather than tempfile and a file object: the controller writes one
-    # event per node. The name is unique per process (pid, counter) and random enough
-    # for a process forked with the same counter; O_EXCL refuses any clash.
-    # Text paths (os.path), not pathlib: its joins cost more than the write here.
+    # Plain os calls rather than tempfile and a file object: every node's event comes
+    # through here. Text paths (os.path), not pathlib: its joins cost more than the write.
     folder, name = os.path.split(os.fspath(path))
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{next(_counter)}.{os.urandom(3).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+    tmp, fd = _create_temporary(folder, name)
     try:
         try:
             if hasattr(os, "fchmod"):
@@ -51,4 +49,30 @@ def atomic_write(path: Path | str, data: bytes, *, durable: bool = True) -> None
         raise
 
 
+def _create_temporary(folder: str, name: str) -> tuple[str, int]:
+    """A new temporary file for ``name`` in ``folder``, open for writing.
+
+    Named by this process's pid and a counter: unique among the processes alive, so
+    without a random part (which cost a system call per file). O_EXCL refuses a name
+    that is taken all the same (a file left by a dead process that had this pid): the
+    next number is tried.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(_ATTEMPTS):
+        tmp = os.path.join(folder, f".{name}.{_pid[0]}.{next(_counter)}.tmp")
+        try:
+            return tmp, os.open(tmp, flags, 0o644)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, f"no free temporary name after {_ATTEMPTS} tries", tmp)
+
+
+def _forked() -> None:
+    _pid[0] = os.getpid()
+
+
+_ATTEMPTS = 100
 _counter = itertools.count()
+_pid = [os.getpid()]  # read once (a system call each time); a forked child reads its own
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
