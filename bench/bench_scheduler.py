@@ -35,6 +35,7 @@ one unmeasured run of each project and mode warms them first.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -489,16 +490,23 @@ def make_cost_projects(where: Path, n: int, conftest: str = "") -> tuple[Path, P
 
 
 def file_creation_us(folder: Path, count: int = 300) -> float:
-    """Median microseconds to create (and close) an empty file in a new subfolder."""
-    probe = folder / ".probe"
+    """Median microseconds to create (and close) an empty file in a new subfolder.
+
+    The files are left where they are (the temporary folder goes at the end): on ext4
+    without a journal, deleting them would make every file created near them in the next
+    minutes slower (the kernel skips inodes freed recently; docs/performance.md).
+    """
+    probe = folder / f".probe-{next(_probes)}"
     probe.mkdir()
     times = []
     for i in range(count):
         start = time.perf_counter()
         os.close(os.open(probe / f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
         times.append(time.perf_counter() - start)
-    shutil.rmtree(probe)
     return statistics.median(times) * 1e6
+
+
+_probes = itertools.count(1)
 
 
 def bench_cost(args: argparse.Namespace, tmp: Path) -> None:
@@ -512,11 +520,7 @@ def bench_cost(args: argparse.Namespace, tmp: Path) -> None:
     print(f"  {'case':<26} {'conductor':>10} {'plain':>8} {'ratio':>6}  target")
     for n in sizes:
         track, plain = make_cost_projects(tmp / "cost", n)
-        print(
-            f"  (creating an empty file in the {n:,}-node project's folder takes "
-            f"{file_creation_us(track):.0f} us here: a run creates one event file per node,"
-            " plain pytest none; on ext4 this varies with where the folder lies on disk)"
-        )
+        before = file_creation_us(track)
         for label, mode in ((f"-n {workers}", "xdist"), ("-n 0", "in-process")):
             count = str(workers) if mode == "xdist" else "0"
             conductor = [f"--conductor-track={TRACK}", "-n", count, *args.conductor_args]
@@ -532,6 +536,12 @@ def bench_cost(args: argparse.Namespace, tmp: Path) -> None:
                 f"  {f'{n:,} chained, {label}':<26} {c:9.2f}s {p:7.2f}s {c / p:6.2f}  "
                 f"<= {target} {verdict(c / p <= target)}   load {load()}"
             )
+        print(
+            f"  (creating an empty file in the {n:,}-node project's folder took "
+            f"{before:.0f} us before these runs, {file_creation_us(track):.0f} us after: a run"
+            " creates one event file per node, plain pytest none; on some file systems this"
+            " varies from minute to minute, see docs/performance.md)"
+        )
 
 
 def bench_memory(args: argparse.Namespace, tmp: Path) -> None:
