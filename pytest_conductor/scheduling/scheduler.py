@@ -4,7 +4,7 @@ It implements xdist's ``Scheduling`` protocol (``xdist/scheduler/protocol.py``) 
 :class:`~pytest_conductor.scheduling.readiness.DagQueue`: one node running per worker, at most
 ``conductor_max_workers`` workers busy, a node sent as soon as its dependencies passed.
 When more nodes are ready than workers are free, a worker may also hold a few short
-*queued* nodes behind the one it runs (:func:`queue_depth`) (see
+*queued* nodes behind the one it runs (how many: :func:`queue_depth`; see
 :meth:`DagScheduling._fill_queues`), so it does not idle for a round trip between two short
 nodes; what one worker gets in one pass goes in one message. It relies on two facts about
 xdist (DESIGN §9): a node's test reports reach the controller before its
