@@ -122,6 +122,25 @@ def test_a_run_that_never_set_up_still_gives_the_collector_back() -> None:
     assert lines == ["True 0"]
 
 
+def test_what_the_program_froze_itself_stays_frozen() -> None:
+    lines = _run(
+        """
+        import gc
+        from pytest_conductor.util.garbage import CollectorHold
+
+        theirs = [object() for _ in range(10)]
+        gc.freeze()
+        before = gc.get_freeze_count()
+        hold = CollectorHold()
+        hold.set_up()
+        print("running:", gc.isenabled(), gc.get_freeze_count() == before)
+        hold.release()
+        print("released:", gc.isenabled(), gc.get_freeze_count() == before)
+        """
+    )
+    assert lines == ["running: True True", "released: True True"]
+
+
 def test_a_collector_the_program_turned_off_stays_off() -> None:
     lines = _run(
         """

@@ -41,21 +41,27 @@ class CollectorHold:
 
     :meth:`set_up` when set-up is done, :meth:`release` when the run is over (both may
     come in any order, more than once, or not at all: a run that fails to set up still
-    releases). A collector the program had turned off stays off.
+    releases). A collector the program had turned off stays off; objects the program had
+    frozen itself (a server that forks after ``gc.freeze()``) are left frozen, and then
+    nothing is frozen here, since unfreezing ours would unfreeze theirs.
     """
 
     def __init__(self) -> None:
         self._enabled = gc.isenabled()
+        self._may_freeze = gc.get_freeze_count() == 0
         self._frozen = False
+        self._set_up = False
         self._released = False
         gc.disable()
 
     def set_up(self) -> None:
         """Freeze what exists now and turn the collector back on (once)."""
-        if self._frozen or self._released:
+        if self._set_up or self._released:
             return
-        gc.freeze()
-        self._frozen = True
+        self._set_up = True
+        if self._may_freeze:
+            gc.freeze()
+            self._frozen = True
         if self._enabled:
             gc.enable()
 
