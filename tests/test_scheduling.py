@@ -696,6 +696,24 @@ def test_a_critical_node_is_never_queued_nor_queued_behind(
     assert h.messages("gw0") == [["x1"], ["x2"]]
 
 
+def test_a_deep_backlog_still_never_queues_a_critical_node_nor_behind_one(
+    harness: MakeHarness,
+) -> None:
+    # x01 -> ... -> x60 is critical (60 >= 100 nodes / 2 workers); the 40 y have slack.
+    chain = [(f"x{i:02d}", (f"x{i - 1:02d}",) if i > 1 else ()) for i in range(1, 61)]
+    nodes = [*chain, *[(f"y{i:02d}", ()) for i in range(40)]]
+    h = harness(nodes, workers=2, steal=True)
+    h.start()
+    pending = h.pending()
+    assert pending["gw0"] == ["x01"]  # nothing queued behind the critical node
+    # 39 ready once each worker has its first node: a queue deeper than 3 behind a node
+    # with slack, and none of it critical.
+    assert len(pending["gw1"]) == 1 + scheduler.queue_depth(39, 2) == 10
+    assert not any(t.startswith("x") for t in pending["gw1"])
+    h.complete("x01")
+    assert h.pending()["gw0"] == ["x02"]  # the next critical node starts at once
+
+
 def test_a_queued_node_holds_its_files(harness: MakeHarness, depth3: int) -> None:
     # c and e write the same file: once c is queued, e waits and f, g, h go before it.
     files = {"c": ("shared.txt",), "e": ("shared.txt",)}
