@@ -109,8 +109,9 @@ def pytest_load_initial_conftests(
     # A wrapper runs before every plain implementation, so plugins that pick an xdist or a
     # single-process mode here (pytest-cov does) already see the worker count the run will
     # use; pytest_cmdline_main sets the same count again on the fully parsed options.
-    _hold_collector(early_config)
-    _choose_workers_early(early_config)
+    if getattr(early_config.known_args_namespace, "conductor_track", None):
+        _hold_collector(early_config)
+        _choose_workers_early(early_config)
     return (yield)
 
 
@@ -121,8 +122,6 @@ def _hold_collector(config: pytest.Config) -> None:
     runs after their cleanups (last in, first out): pytest's own collections at the end
     of a session still skip what set-up built.
     """
-    if not getattr(config.known_args_namespace, "conductor_track", None):
-        return
     from pytest_conductor.util.garbage import CollectorHold
 
     hold = CollectorHold()
@@ -134,8 +133,6 @@ def _choose_workers_early(config: pytest.Config) -> None:
     if not config.pluginmanager.hasplugin("xdist") or _started_as_worker():
         return
     namespace = config.known_args_namespace
-    if not getattr(namespace, "conductor_track", None):
-        return
     from pytest_conductor.plan.reader import PlanError
     from pytest_conductor.scheduling.xdist_hooks import choose_worker_count
     from pytest_conductor.track.loading import TrackError, find_track
