@@ -49,7 +49,6 @@ class CollectorHold:
     def __init__(self) -> None:
         self._enabled = gc.isenabled()
         self._may_freeze = gc.get_freeze_count() == 0
-        self._frozen = False
         self._set_up = False
         self._released = False
         gc.disable()
@@ -61,7 +60,6 @@ class CollectorHold:
         self._set_up = True
         if self._may_freeze:
             gc.freeze()
-            self._frozen = True
         if self._enabled:
             gc.enable()
 
@@ -70,7 +68,7 @@ class CollectorHold:
         if self._released:
             return
         self._released = True
-        if self._frozen:
+        if self._set_up and self._may_freeze:  # what set_up froze
             gc.unfreeze()
         if self._enabled:
             gc.enable()
