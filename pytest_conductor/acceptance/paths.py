@@ -33,16 +33,10 @@ def inside_root(root: Path, path: str | Path) -> bool:
     try:
         real_root = _real_root(root)
         parts = _plain_parts(os.fspath(path))
-        if parts is not None:
-            # Checked once per node: lstat only the path's own components. Without a
-            # symlink among them, root/path stays inside whether it exists or not.
-            current = os.fspath(real_root)
-            for part in parts:
-                current = os.path.join(current, part)
-                if os.path.islink(current):
-                    break
-            else:
-                return True
+        # Checked once per node: lstat only the path's own components. Without a symlink
+        # among them, root/path stays inside whether it exists or not.
+        if parts is not None and _walk(real_root, parts) != _LINK:
+            return True
         real = (real_root / path).resolve()
     except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
         return False
@@ -58,24 +52,39 @@ def exists_inside(root: Path, path: str) -> bool | None:
     parts = _plain_parts(path)
     if parts is not None:
         try:
-            current = os.fspath(_real_root(root))
+            seen = _walk(_real_root(root), parts)
         except (OSError, RuntimeError):
             return None
-        for part in parts:
-            current = os.path.join(current, part)
-            try:
-                mode = os.lstat(current).st_mode
-            except (FileNotFoundError, NotADirectoryError):
-                return False  # no link on the way: inside, and not there
-            except OSError:
-                break
-            if stat.S_ISLNK(mode):
-                break
-        else:
+        if seen == _PLAIN:
             return True
+        if seen == _MISSING:
+            return False  # no link on the way: inside, and not there
     if not inside_root(root, path):
         return None
     return (root / path).exists()
+
+
+# What _walk saw.
+_PLAIN, _MISSING, _LINK, _UNREADABLE = "plain", "missing", "link", "unreadable"
+
+
+def _walk(real_root: Path, parts: tuple[str, ...]) -> str:
+    """``real_root/<parts>`` component by component, one ``lstat`` each: every one there
+    and none a link (``_PLAIN``), one not there with no link before it (``_MISSING``),
+    a link on the way (``_LINK``: only resolving says where it leads), or a component
+    that cannot be looked at (``_UNREADABLE``)."""
+    current = os.fspath(real_root)
+    for part in parts:
+        current = os.path.join(current, part)
+        try:
+            mode = os.lstat(current).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return _MISSING
+        except OSError:
+            return _UNREADABLE
+        if stat.S_ISLNK(mode):
+            return _LINK
+    return _PLAIN
 
 
 @functools.lru_cache(maxsize=4096)
