@@ -148,8 +148,8 @@ class TaskItem(pytest.Item):
     def __init__(self, *, task: Node, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.task = task
-        # The run's state: asked for ten times per node, and it is the config's for good.
-        self._state = _require_state(self.config)
+        #: The run's state: asked for ten times per node, and it is the config's for good.
+        self.state: ConductorState = _require_state(self.config)
         # `-k <type>` selects nodes; phases and words of node names match too.
         self.extra_keyword_matches.update(k for k in (task.type, task.phase, task.name) if k)
         self.user_properties.append(("task_id", task.id))
@@ -157,10 +157,6 @@ class TaskItem(pytest.Item):
             self.user_properties.append(("unchecked", "true"))
         #: A tighter limit set from outside (pytest-timeout's ``--timeout``), if any.
         self.outer_limit: float | None = None
-
-    @property
-    def state(self) -> ConductorState:
-        return self._state
 
     @property
     def bus(self) -> MessageBus:
