@@ -210,11 +210,7 @@ class DagQueue:
         """
         if status not in _FINISH_STATUSES:
             raise ValueError(f"finish status must be one of {_FINISH_STATUSES}, got {status!r}")
-        if self._state.get(key) != RUNNING:
-            raise ValueError(f"cannot finish {key!r}: it is {self._state.get(key, 'unknown')}")
-        self._running.remove(key)
-        for resource in self._resources[key]:
-            del self._held[resource]
+        self._leave_running(key, "finish")
         self._state[key] = status
         self._closed(key)
         self._outcomes[key] = NodeOutcome(status)
@@ -246,11 +242,7 @@ class DagQueue:
         It frees its resources and becomes ready again; or, once the queue is stopped,
         ``not_run`` (returns True then, for the caller to report it).
         """
-        if self._state.get(key) != RUNNING:
-            raise ValueError(f"cannot withdraw {key!r}: it is {self._state.get(key, 'unknown')}")
-        self._running.remove(key)
-        for resource in self._resources[key]:
-            del self._held[resource]
+        self._leave_running(key, "withdraw")
         if self._stopped:
             self._state[key] = NOT_RUN
             self._closed(key)
@@ -259,6 +251,14 @@ class DagQueue:
         return False
 
     # -- internals -----------------------------------------------------------------------
+
+    def _leave_running(self, key: str, verb: str) -> None:
+        """``key`` stops running (it ended, or was given back): its resources are free."""
+        if self._state.get(key) != RUNNING:
+            raise ValueError(f"cannot {verb} {key!r}: it is {self._state.get(key, 'unknown')}")
+        self._running.remove(key)
+        for resource in self._resources[key]:
+            del self._held[resource]
 
     def _closed(self, key: str) -> None:
         self._open -= 1
