@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from pytest_conductor.graph.algorithms import critical_path
 from pytest_conductor.plan.durations import format_duration
 from pytest_conductor.plan.reader import Plan
 from pytest_conductor.report.events import first_reason
@@ -26,6 +25,7 @@ from pytest_conductor.report.summary import (
     count_line,
     critical_line,
     format_chain,
+    measured_critical_path,
 )
 from pytest_conductor.report.verdict import Verdict
 
@@ -91,17 +91,6 @@ def _duration(facts: RunFacts, task: str) -> str:
     return "<1ms" if seconds < 0.0005 else format_duration(seconds)
 
 
-def _measured_critical_path(facts: RunFacts) -> list[str]:
-    """The critical path of the nodes that ran, by this run's durations (as the terminal
-    summary's critical path line)."""
-    ran = {
-        t: facts.deps.get(t, ())
-        for t in facts.selected
-        if _status(facts, t) in ("passed", "failed")
-    }
-    return critical_path(ran, {t: facts.durations.get(t, 0.0) for t in ran}) if ran else []
-
-
 def render_markdown(
     plan: Plan,
     facts: RunFacts,
@@ -143,7 +132,8 @@ def render_markdown(
     if critical is not None:
         # The heading says what it is; the line keeps its terminal wording after it.
         lines += ["### Critical path", "", _code(critical.removeprefix("critical path ")), ""]
-    path = _measured_critical_path(facts)
+    measured = measured_critical_path(facts)  # as the terminal summary's line says
+    path = measured[0] if measured is not None else []
     statuses = {t: o.status for t, o in facts.outcomes.items()}
     states = node_states(plan.ids, facts.selected, statuses, path)
     lines += ["### DAG", "", "```mermaid", to_mermaid(plan, states, path).rstrip("\n"), "```"]
